@@ -1,0 +1,58 @@
+"""Threadline's domain core: the CRM's tables, its database access and the operations on them.
+
+Imports nothing from daemon/ or admin/ (and no Flask or IMAP library): both of those call into here.
+"""
+
+from models.schema import (
+    Activity,
+    ActivityKind,
+    Attachment,
+    Base,
+    Company,
+    CompanyDomain,
+    Contact,
+    ContactEmail,
+    Deal,
+    DealStageChange,
+    DealStatus,
+    Direction,
+    EmailSighting,
+    FolderSyncState,
+    MailboxStatus,
+    Notification,
+    Pipeline,
+    QuarantinedMessage,
+    Role,
+    SeenMessage,
+    Stage,
+    StageKind,
+    Task,
+    User,
+)
+
+__all__ = [
+    "Activity",
+    "ActivityKind",
+    "Attachment",
+    "Base",
+    "Company",
+    "CompanyDomain",
+    "Contact",
+    "ContactEmail",
+    "Deal",
+    "DealStageChange",
+    "DealStatus",
+    "Direction",
+    "EmailSighting",
+    "FolderSyncState",
+    "MailboxStatus",
+    "Notification",
+    "Pipeline",
+    "QuarantinedMessage",
+    "Role",
+    "SeenMessage",
+    "Stage",
+    "StageKind",
+    "Task",
+    "User",
+]

@@ -1,0 +1,485 @@
+"""The CRM's tables: SQLAlchemy 2.x typed models and the indexes their queries need.
+
+Only structure lives here; operations with side effects (moving a deal, logging an email) live in the
+domain modules beside this one so the daemon, the admin panel and the CLI all go through the same code.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from models.types import Money, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), Decimal: Money(), dict[str, Any]: JSON()}
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    MANAGER = "manager"
+    REP = "rep"
+
+
+class StageKind(enum.StrEnum):
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
+
+
+class DealStatus(enum.StrEnum):
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
+
+
+class ActivityKind(enum.StrEnum):
+    EMAIL = "email"
+    CALL = "call"
+    MEETING = "meeting"
+    NOTE = "note"
+    TASK = "task"
+
+
+class Direction(enum.StrEnum):
+    IN = "in"
+    OUT = "out"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[Role] = mapped_column(_enum(Role), default=Role.REP)
+    password_hash: Mapped[str] = mapped_column(String(255), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    alerts_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+    def __repr__(self) -> str:
+        return f"User({self.email!r}, {self.role.value})"
+
+    def __str__(self) -> str:
+        return self.name or self.email
+
+
+class Company(Base):
+    __tablename__ = "companies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(300), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    last_activity_at: Mapped[datetime | None]
+
+    owner: Mapped[User | None] = relationship()
+    domains: Mapped[list[CompanyDomain]] = relationship(
+        back_populates="company", cascade="all, delete-orphan", order_by="CompanyDomain.id"
+    )
+    contacts: Mapped[list[Contact]] = relationship(back_populates="company")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CompanyDomain(Base):
+    __tablename__ = "company_domains"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"), index=True)
+    domain: Mapped[str] = mapped_column(String(253), unique=True)
+
+    company: Mapped[Company] = relationship(back_populates="domains")
+
+    def __str__(self) -> str:
+        return self.domain
+
+
+deal_contacts = Table(
+    "deal_contacts",
+    Base.metadata,
+    Column("deal_id", ForeignKey("deals.id", ondelete="CASCADE"), primary_key=True),
+    Column("contact_id", ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_deal_contacts_contact_id", "contact_id"),
+)
+
+activity_contacts = Table(
+    "activity_contacts",
+    Base.metadata,
+    Column("activity_id", ForeignKey("activities.id", ondelete="CASCADE"), primary_key=True),
+    Column("contact_id", ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_activity_contacts_contact_id", "contact_id", "activity_id"),
+)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(300), index=True)
+    title: Mapped[str | None] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(64))
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id", ondelete="SET NULL"), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    lead_source: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    last_activity_at: Mapped[datetime | None] = mapped_column(index=True)
+
+    company: Mapped[Company | None] = relationship(back_populates="contacts")
+    owner: Mapped[User | None] = relationship()
+    emails: Mapped[list[ContactEmail]] = relationship(
+        back_populates="contact", cascade="all, delete-orphan", order_by="ContactEmail.id"
+    )
+    deals: Mapped[list[Deal]] = relationship(secondary=deal_contacts, back_populates="contacts")
+
+    @property
+    def primary_email(self) -> str | None:
+        return self.emails[0].email if self.emails else None
+
+    def __str__(self) -> str:
+        return self.name or (self.primary_email or f"contact {self.id}")
+
+
+class ContactEmail(Base):
+    __tablename__ = "contact_emails"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+
+    contact: Mapped[Contact] = relationship(back_populates="emails")
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class Pipeline(Base):
+    __tablename__ = "pipelines"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+
+    stages: Mapped[list[Stage]] = relationship(
+        back_populates="pipeline", order_by="Stage.position", cascade="all, delete-orphan"
+    )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Stage(Base):
+    __tablename__ = "stages"
+    __table_args__ = (UniqueConstraint("pipeline_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    probability: Mapped[int] = mapped_column(Integer, default=0)
+    stall_days: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[StageKind] = mapped_column(_enum(StageKind), default=StageKind.OPEN)
+    alerts_excluded: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    pipeline: Mapped[Pipeline] = relationship(back_populates="stages")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Deal(Base):
+    __tablename__ = "deals"
+    __table_args__ = (
+        Index("ix_deals_pipeline_stage_status", "pipeline_id", "stage_id", "status"),
+        Index("ix_deals_status_last_activity_at", "status", "last_activity_at"),
+        Index("ix_deals_status_expected_close_on", "status", "expected_close_on"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(300), index=True)
+    value: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0"))
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="RESTRICT"))
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="RESTRICT"), index=True)
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id", ondelete="SET NULL"), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    expected_close_on: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[DealStatus] = mapped_column(_enum(DealStatus), default=DealStatus.OPEN)
+    lost_reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    stage_entered_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_activity_at: Mapped[datetime | None]
+    alerts_muted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    pipeline: Mapped[Pipeline] = relationship()
+    stage: Mapped[Stage] = relationship()
+    company: Mapped[Company | None] = relationship()
+    owner: Mapped[User | None] = relationship()
+    contacts: Mapped[list[Contact]] = relationship(secondary=deal_contacts, back_populates="deals")
+    stage_changes: Mapped[list[DealStageChange]] = relationship(
+        back_populates="deal", cascade="all, delete-orphan", order_by="DealStageChange.changed_at"
+    )
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class DealStageChange(Base):
+    __tablename__ = "deal_stage_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deal_id: Mapped[int] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    from_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id", ondelete="SET NULL"))
+    to_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id", ondelete="SET NULL"))
+    changed_at: Mapped[datetime] = mapped_column(index=True)
+    changed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+    deal: Mapped[Deal] = relationship(back_populates="stage_changes")
+    from_stage: Mapped[Stage | None] = relationship(foreign_keys=[from_stage_id])
+    to_stage: Mapped[Stage | None] = relationship(foreign_keys=[to_stage_id])
+    changed_by: Mapped[User | None] = relationship()
+
+
+class Activity(Base):
+    __tablename__ = "activities"
+    __table_args__ = (
+        Index("ix_activities_deal_id_occurred_at", "deal_id", "occurred_at"),
+        Index("ix_activities_company_id_occurred_at", "company_id", "occurred_at"),
+        Index("ix_activities_author_id_occurred_at", "author_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[ActivityKind] = mapped_column(_enum(ActivityKind))
+    occurred_at: Mapped[datetime] = mapped_column(index=True)
+    subject: Mapped[str] = mapped_column(String(998), default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id", ondelete="SET NULL"))
+    deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+
+    # email only
+    message_id: Mapped[str | None] = mapped_column(String(998), index=True)
+    content_key: Mapped[str | None] = mapped_column(String(1000), unique=True)
+    thread_key: Mapped[str | None] = mapped_column(String(1000), index=True)
+    direction: Mapped[Direction | None] = mapped_column(_enum(Direction))
+    from_address: Mapped[str | None] = mapped_column(String(998))
+    to_addresses: Mapped[list[str] | None] = mapped_column(JSON)
+    cc_addresses: Mapped[list[str] | None] = mapped_column(JSON)
+    body_html: Mapped[str | None] = mapped_column(Text)
+    snippet: Mapped[str] = mapped_column(String(400), default="")
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    needs_deal_review: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+
+    author: Mapped[User | None] = relationship()
+    company: Mapped[Company | None] = relationship()
+    deal: Mapped[Deal | None] = relationship()
+    contacts: Mapped[list[Contact]] = relationship(secondary=activity_contacts)
+    attachments: Mapped[list[Attachment]] = relationship(
+        back_populates="activity", cascade="all, delete-orphan", order_by="Attachment.id"
+    )
+    sightings: Mapped[list[EmailSighting]] = relationship(
+        back_populates="activity", cascade="all, delete-orphan", order_by="EmailSighting.id"
+    )
+
+    @property
+    def mailboxes(self) -> list[str]:
+        return sorted({s.mailbox for s in self.sightings})
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(500))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    activity: Mapped[Activity] = relationship(back_populates="attachments")
+
+
+class EmailSighting(Base):
+    """One mailbox/folder an email activity was seen in (the same email seen by two reps is one activity)."""
+
+    __tablename__ = "email_sightings"
+    __table_args__ = (UniqueConstraint("activity_id", "mailbox", "folder"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id", ondelete="CASCADE"))
+    mailbox: Mapped[str] = mapped_column(String(200))
+    folder: Mapped[str] = mapped_column(String(500))
+    seen_at: Mapped[datetime]
+
+    activity: Mapped[Activity] = relationship(back_populates="sightings")
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_done_at_due_at", "done_at", "due_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(500))
+    notes: Mapped[str] = mapped_column(Text, default="")
+    due_at: Mapped[datetime | None]
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    done_at: Mapped[datetime | None]
+    deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+
+    assignee: Mapped[User | None] = relationship()
+    deal: Mapped[Deal | None] = relationship()
+    contact: Mapped[Contact | None] = relationship()
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class MailboxStatus(Base):
+    """Per mailbox: its health as the daemon last saw it (backoff state lives here too)."""
+
+    __tablename__ = "mailbox_status"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(200), unique=True)
+    last_attempt_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+
+
+class FolderSyncState(Base):
+    """Per mailbox and folder: the sync cursor, committed with each batch."""
+
+    __tablename__ = "folder_sync_state"
+    __table_args__ = (UniqueConstraint("mailbox", "folder"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(200))
+    folder: Mapped[str] = mapped_column(String(500))
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    highestmodseq: Mapped[int | None] = mapped_column(BigInteger)
+    uidnext: Mapped[int | None] = mapped_column(BigInteger)
+    messages_seen: Mapped[int] = mapped_column(BigInteger, default=0)
+    messages_logged: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]
+
+
+class SeenMessage(Base):
+    """Every message the sync has decided about, so a repeated fetch inserts nothing twice."""
+
+    __tablename__ = "seen_messages"
+    __table_args__ = (
+        UniqueConstraint("mailbox", "folder", "uidvalidity", "uid"),
+        Index("ix_seen_messages_content_key", "content_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(200))
+    folder: Mapped[str] = mapped_column(String(500))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    content_key: Mapped[str | None] = mapped_column(String(1000))
+    outcome: Mapped[str] = mapped_column(String(16))
+    activity_id: Mapped[int | None] = mapped_column(ForeignKey("activities.id", ondelete="SET NULL"))
+    seen_at: Mapped[datetime]
+
+
+class QuarantinedMessage(Base):
+    """A message that could not be processed: raw bytes kept, reason recorded, retried on later runs."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("mailbox", "folder", "uidvalidity", "uid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(200))
+    folder: Mapped[str] = mapped_column(String(500))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime]
+    last_attempt_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class Notification(Base):
+    """An alert decided for a user; its key makes deciding it twice impossible."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_user_id_read_at", "user_id", "read_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(500))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    sent_at: Mapped[datetime | None] = mapped_column(index=True)
+    send_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    read_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship()
+    deal: Mapped[Deal | None] = relationship()
+    task: Mapped[Task | None] = relationship()
+    contact: Mapped[Contact | None] = relationship()

@@ -1,0 +1,1 @@
+"""Shared pytest setup; fixtures live in tests/fixtures/ and are loaded as plugins (see pyproject.toml)."""

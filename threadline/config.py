@@ -1,0 +1,488 @@
+"""Threadline's configuration: one TOML file turned into frozen, typed settings.
+
+This module is a leaf: it imports nothing of Threadline's. Every other part receives a `Settings` object and
+never reads the file or the environment itself. Secrets are never written in the file: a key ending in
+`_env` names an environment variable, one ending in `_file` names a file holding the secret. Any mistake in
+the file raises `ConfigError` with one line naming the file and the key, which the CLI prints before exiting
+with status 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+DEFAULT_CONFIG_NAME = "threadline.toml"
+DEFAULT_DATABASE_URL = "sqlite:///threadline.db"
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A configuration mistake; the message is one line naming the file and the key."""
+
+
+class Secret:
+    """A secret value that never shows itself in logs, reprs or pages."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str) -> None:
+        self._value = value
+        self.source = source
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret(from {self.source})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = DEFAULT_DATABASE_URL
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class TeamSettings:
+    domains: tuple[str, ...] = ()
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class MatchingSettings:
+    create_contacts: str = "sent"
+    ignore: tuple[str, ...] = ()
+    freemail_domains: tuple[str, ...] = ()
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    max_message_bytes: int = 25 * 1024 * 1024
+    batch_size: int = 200
+
+
+@dataclass(frozen=True)
+class MailboxSettings:
+    name: str
+    host: str
+    username: str
+    password: Secret = field(repr=False)
+    port: int = 993
+    security: str = "ssl"
+    folders: tuple[str, ...] = ()
+    owner: str | None = None
+    poll_seconds: int = 60
+    idle: bool = True
+    tls_ca_file: str | None = None
+    timeout_seconds: float = 30.0
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    enabled: bool = True
+    schedule: str = "0 8 * * mon-fri"
+    stall_days: int = 14
+    lead_window_days: int = 14
+    lead_response_hours: int = 24
+    remind_every_days: int = 7
+    create_tasks: bool = False
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = ""
+    port: int = 587
+    security: str = "starttls"
+    username: str | None = None
+    password: Secret | None = field(default=None, repr=False)
+    from_address: str = "threadline@localhost"
+    base_url: str = "http://127.0.0.1:8000"
+    timeout_seconds: float = 30.0
+    tls_ca_file: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.host)
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: Secret | None = field(default=None, repr=False)
+    secure_cookies: bool = False
+    threads: int = 8
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: str = "built-in defaults"
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    team: TeamSettings = field(default_factory=TeamSettings)
+    matching: MatchingSettings = field(default_factory=MatchingSettings)
+    mailboxes: tuple[MailboxSettings, ...] = ()
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+    def mailbox(self, name: str) -> MailboxSettings:
+        for mailbox in self.mailboxes:
+            if mailbox.name == name:
+                return mailbox
+        raise ConfigError(f"{self.source}: no mailbox named {name!r} in [[mailboxes]]")
+
+
+def find_config_file(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The file to read: --config, else $THREADLINE_CONFIG, else ./threadline.toml if present."""
+    environ = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if environ.get("THREADLINE_CONFIG"):
+        return Path(environ["THREADLINE_CONFIG"])
+    default = Path(DEFAULT_CONFIG_NAME)
+    return default if default.is_file() else None
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a config file (or the built-in defaults when path is None)."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        return Settings()
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read config file: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return _Reader(source, environ, path.parent).settings(data)
+
+
+_SECURITY_CHOICES = ("ssl", "starttls", "none")
+_CREATE_CONTACTS_CHOICES = ("none", "sent", "sent_and_received")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class _Table:
+    """One TOML table being read; remembers which keys were used so unknown ones are reported."""
+
+    def __init__(self, reader: _Reader, data: Any, where: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{reader.source}: {where}: expected a table")
+        self.reader = reader
+        self.data: dict[str, Any] = data
+        self.where = where
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.reader.source}: {self.key(name)}: {problem}")
+
+    def _get(self, name: str, kind: type[T], kind_name: str, default: T | None, required: bool) -> T | None:
+        self.used.add(name)
+        if name not in self.data:
+            if required:
+                raise self.fail(name, "required key is missing")
+            return default
+        value = self.data[name]
+        # bool is an int in Python; a number where a bool is expected (or the reverse) is a mistake
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.fail(name, f"expected {kind_name}, got {_describe(value)}")
+        return value
+
+    def string(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
+        value = self._get(name, str, "a string", default, required)
+        if value is not None and required and not value.strip():
+            raise self.fail(name, "must not be empty")
+        return value
+
+    def required_string(self, name: str) -> str:
+        value = self.string(name, required=True)
+        assert value is not None
+        return value
+
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
+        value = self._get(name, int, "an integer", default, False)
+        assert value is not None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            raise self.fail(name, f"must be at least {minimum}{upper}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        self.used.add(name)
+        value = self.data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(name, f"expected a number, got {_describe(value)}")
+        if value < minimum:
+            raise self.fail(name, f"must be at least {minimum}, got {value}")
+        return float(value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name, bool, "true or false", default, False)
+        assert value is not None
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.string(name, default)
+        assert value is not None
+        if value not in choices:
+            raise self.fail(name, f"must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        self.used.add(name)
+        value = self.data.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(name, f"expected a list of strings, got {_describe(value)}")
+        return tuple(value)
+
+    def secret(self, name: str, *, required: bool, owner: str = "") -> Secret | None:
+        """Read NAME_env / NAME_file; a secret written directly under NAME is refused."""
+        env_key, file_key = f"{name}_env", f"{name}_file"
+        self.used.update({name, env_key, file_key})
+        label = f" for {owner}" if owner else ""
+        if name in self.data:
+            raise self.fail(
+                name, f"secrets are not written in the config file; use {env_key} or {file_key} instead"
+            )
+        env_name = self.string(env_key)
+        file_name = self.string(file_key)
+        if env_name and file_name:
+            raise self.fail(env_key, f"set either {env_key} or {file_key}, not both")
+        if env_name:
+            value = self.reader.environ.get(env_name)
+            if not value:
+                raise self.fail(env_key, f"environment variable {env_name}{label} is not set")
+            return Secret(value, f"${env_name}")
+        if file_name:
+            secret_path = self.reader.resolve(file_name)
+            try:
+                value = secret_path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise self.fail(file_key, f"cannot read {secret_path}{label}: {exc.strerror}") from None
+            if not value:
+                raise self.fail(file_key, f"{secret_path}{label} is empty")
+            return Secret(value, str(secret_path))
+        if required:
+            raise self.fail(env_key, f"required: set {env_key} (an environment variable) or {file_key}{label}")
+        return None
+
+    def table(self, name: str) -> _Table:
+        self.used.add(name)
+        return _Table(self.reader, self.data.get(name, {}), self.key(name))
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.fail(unknown[0], "unknown key")
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _Reader:
+    def __init__(self, source: str, environ: Mapping[str, str], base_dir: Path) -> None:
+        self.source = source
+        self.environ = environ
+        self.base_dir = base_dir
+
+    def resolve(self, name: str) -> Path:
+        path = Path(name).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def settings(self, data: dict[str, Any]) -> Settings:
+        root = _Table(self, data, "")
+        settings = Settings(
+            source=self.source,
+            database=self._section(root, "database", self.database),
+            team=self._section(root, "team", self.team),
+            matching=self._section(root, "matching", self.matching),
+            mailboxes=self.mailboxes(root),
+            alerts=self._section(root, "alerts", self.alerts),
+            smtp=self._section(root, "smtp", self.smtp),
+            admin=self._section(root, "admin", self.admin),
+            logging=self._section(root, "logging", self.logging),
+        )
+        root.finish()
+        return settings
+
+    def _section(self, root: _Table, name: str, build: Callable[[_Table], T]) -> T:
+        table = root.table(name)
+        value = build(table)
+        table.finish()
+        return value
+
+    def database(self, t: _Table) -> DatabaseSettings:
+        url_secret = t.secret("url", required=False) if ("url_env" in t.data or "url_file" in t.data) else None
+        if url_secret is not None:
+            url = url_secret.reveal()
+        else:
+            t.used.update({"url_env", "url_file"})
+            url = t.string("url", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
+            if "@" in url.split("//", 1)[-1].split("/", 1)[0] and ":" in url.split("//", 1)[-1].split("@")[0]:
+                raise t.fail("url", "a password in the URL is a secret: use url_env or url_file instead")
+        if not url.startswith(("sqlite", "postgresql")):
+            raise t.fail("url", f"only sqlite:/// and postgresql+psycopg:// URLs are supported, got {url[:30]!r}")
+        return DatabaseSettings(url=url, echo=t.boolean("echo", False))
+
+    def team(self, t: _Table) -> TeamSettings:
+        domains = tuple(d.strip().lower().lstrip("@") for d in t.strings("domains"))
+        for domain in domains:
+            if not domain or "." not in domain or " " in domain:
+                raise t.fail("domains", f"{domain!r} is not a domain name")
+        tz = t.string("timezone", "UTC") or "UTC"
+        try:
+            zoneinfo.ZoneInfo(tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise t.fail("timezone", f"unknown time zone {tz!r} (use a name like 'Europe/Paris')") from None
+        return TeamSettings(domains=domains, timezone=tz)
+
+    def matching(self, t: _Table) -> MatchingSettings:
+        return MatchingSettings(
+            create_contacts=t.choice("create_contacts", "sent", _CREATE_CONTACTS_CHOICES),
+            ignore=tuple(p.strip().lower() for p in t.strings("ignore")),
+            freemail_domains=tuple(d.strip().lower() for d in t.strings("freemail_domains")),
+            max_attachment_bytes=t.integer("max_attachment_bytes", 10 * 1024 * 1024),
+            max_message_bytes=t.integer("max_message_bytes", 25 * 1024 * 1024, minimum=1024),
+            batch_size=t.integer("batch_size", 200, minimum=1, maximum=5000),
+        )
+
+    def mailboxes(self, root: _Table) -> tuple[MailboxSettings, ...]:
+        root.used.add("mailboxes")
+        raw = root.data.get("mailboxes", [])
+        if not isinstance(raw, list):
+            raise root.fail("mailboxes", "use [[mailboxes]] blocks (an array of tables)")
+        result: list[MailboxSettings] = []
+        seen: set[str] = set()
+        for index, item in enumerate(raw):
+            t = _Table(self, item, f"mailboxes[{index}]")
+            name = t.required_string("name")
+            if name in seen:
+                raise t.fail("name", f"mailbox name {name!r} is used twice")
+            seen.add(name)
+            host = t.required_string("host")
+            security = t.choice("security", "ssl", _SECURITY_CHOICES)
+            if security == "none" and not _is_loopback(host):
+                raise t.fail(
+                    "security", f"'none' sends the password in clear text and is refused for {host}; use ssl"
+                )
+            default_port = 993 if security == "ssl" else 143
+            owner = t.string("owner")
+            address = t.string("address")
+            ca_file = t.string("tls_ca_file")
+            mailbox = MailboxSettings(
+                name=name,
+                host=host,
+                username=t.required_string("username"),
+                password=_required(t.secret("password", required=True, owner=f"mailbox {name!r}")),
+                port=t.integer("port", default_port, minimum=1, maximum=65535),
+                security=security,
+                folders=t.strings("folders"),
+                owner=owner.lower() if owner else None,
+                poll_seconds=t.integer("poll_seconds", 60, minimum=1),
+                idle=t.boolean("idle", True),
+                tls_ca_file=str(self.resolve(ca_file)) if ca_file else None,
+                timeout_seconds=t.number("timeout_seconds", 30.0, minimum=1.0),
+                address=address.lower() if address else None,
+            )
+            t.finish()
+            result.append(mailbox)
+        return tuple(result)
+
+    def alerts(self, t: _Table) -> AlertSettings:
+        schedule = t.string("schedule", "0 8 * * mon-fri") or ""
+        if len(schedule.split()) != 5:
+            raise t.fail("schedule", f"expected a cron expression with 5 fields, got {schedule!r}")
+        return AlertSettings(
+            enabled=t.boolean("enabled", True),
+            schedule=schedule,
+            stall_days=t.integer("stall_days", 14, minimum=1),
+            lead_window_days=t.integer("lead_window_days", 14, minimum=1),
+            lead_response_hours=t.integer("lead_response_hours", 24, minimum=1),
+            remind_every_days=t.integer("remind_every_days", 7, minimum=1),
+            create_tasks=t.boolean("create_tasks", False),
+        )
+
+    def smtp(self, t: _Table) -> SmtpSettings:
+        host = t.string("host", "") or ""
+        security = t.choice("security", "starttls", _SECURITY_CHOICES)
+        if host and security == "none" and not _is_loopback(host):
+            raise t.fail("security", f"'none' is refused for {host}; use starttls or ssl")
+        default_port = {"ssl": 465, "starttls": 587, "none": 25}[security]
+        ca_file = t.string("tls_ca_file")
+        return SmtpSettings(
+            host=host,
+            port=t.integer("port", default_port, minimum=1, maximum=65535),
+            security=security,
+            username=t.string("username"),
+            password=t.secret("password", required=False, owner="[smtp]"),
+            from_address=t.string("from_address", "threadline@localhost") or "threadline@localhost",
+            base_url=(t.string("base_url", "http://127.0.0.1:8000") or "").rstrip("/"),
+            timeout_seconds=t.number("timeout_seconds", 30.0, minimum=1.0),
+            tls_ca_file=str(self.resolve(ca_file)) if ca_file else None,
+        )
+
+    def admin(self, t: _Table) -> AdminSettings:
+        return AdminSettings(
+            host=t.string("host", "127.0.0.1") or "127.0.0.1",
+            port=t.integer("port", 8000, minimum=1, maximum=65535),
+            secret_key=t.secret("secret_key", required=False, owner="[admin]"),
+            secure_cookies=t.boolean("secure_cookies", False),
+            threads=t.integer("threads", 8, minimum=1, maximum=64),
+        )
+
+    def logging(self, t: _Table) -> LoggingSettings:
+        level = (t.string("level", "INFO") or "INFO").upper()
+        if level not in _LOG_LEVELS:
+            raise t.fail("level", f"must be one of {', '.join(_LOG_LEVELS)}; got {level!r}")
+        return LoggingSettings(level=level)
+
+
+def _required(secret: Secret | None) -> Secret:
+    assert secret is not None
+    return secret
