@@ -1,0 +1,1 @@
+"""Everything that runs unattended: IMAP access, MIME parsing, matching, sync, scheduling and alerts."""
