@@ -54,7 +54,7 @@ class Secret:
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    url: str = DEFAULT_DATABASE_URL
+    url: str = field(default=DEFAULT_DATABASE_URL, repr=False)  # may carry a password from url_env
     echo: bool = False
 
 

@@ -1,0 +1,119 @@
+"""The house's import arrows, checked by reading every module's imports with `ast`.
+
+models/ is the core: it imports no Flask, no IMAP or MIME library, nothing of daemon/ or admin/, and of
+threadline/ only the config leaf. daemon/ and admin/ never import each other; one module owns each outside
+world (daemon/imap.py imports imapclient, daemon/parse.py imports mailparser). A failure lists file:line.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("models", "daemon", "admin", "threadline")
+
+
+def imports(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, imported module) for every import in a file, relative imports resolved to absolute names."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            yield node.lineno, module
+            # `from models import schema` imports models.schema: check the submodule names too
+            for alias in node.names:
+                yield node.lineno, f"{module}.{alias.name}"
+
+
+def modules_of(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def _is(module: str, *roots: str) -> bool:
+    return any(module == root or module.startswith(root + ".") for root in roots)
+
+
+def violations(package: str, forbidden: tuple[str, ...], allowed: tuple[str, ...] = ()) -> list[str]:
+    found = []
+    for path in modules_of(package):
+        for line, module in imports(path):
+            if _is(module, *forbidden) and not _is(module, *allowed):
+                found.append(f"{path.relative_to(ROOT)}:{line}: imports {module}")
+    return sorted(set(found))
+
+
+def owners_of(library: str) -> set[str]:
+    return {
+        f"{path.relative_to(ROOT)}"
+        for package in PACKAGES
+        for path in modules_of(package)
+        for _, module in imports(path)
+        if _is(module, library)
+    }
+
+
+def test_every_package_exists_and_parses():
+    for package in PACKAGES:
+        assert (ROOT / package / "__init__.py").is_file(), package
+        for path in modules_of(package):
+            list(imports(path))
+
+
+def test_models_import_no_daemon_admin_web_or_mail_library():
+    forbidden = (
+        "daemon",
+        "admin",
+        "flask",
+        "flask_admin",
+        "flask_login",
+        "flask_wtf",
+        "imapclient",
+        "mailparser",
+        "threadline",
+    )
+    assert violations("models", forbidden, allowed=("threadline.config",)) == []
+
+
+def test_daemon_never_imports_admin_or_flask():
+    assert (
+        violations("daemon", ("admin", "flask", "flask_admin", "flask_login", "flask_wtf", "wtforms")) == []
+    )
+
+
+def test_admin_never_imports_daemon_or_the_mail_libraries():
+    assert violations("admin", ("daemon", "imapclient", "mailparser")) == []
+
+
+@pytest.mark.parametrize(
+    ("library", "owner"), [("imapclient", "daemon/imap.py"), ("mailparser", "daemon/parse.py")]
+)
+def test_one_module_owns_each_mail_library(library, owner):
+    assert owners_of(library) <= {owner}
+
+
+def test_the_checker_reports_file_and_line(tmp_path, monkeypatch):
+    """The checks above can fail: a planted bad import is found with its file and line."""
+    fake_root = tmp_path
+    (fake_root / "models").mkdir()
+    (fake_root / "models" / "__init__.py").write_text("", encoding="utf-8")
+    (fake_root / "models" / "bad.py").write_text(
+        "import os\nfrom daemon import sync\nfrom . import schema\n", encoding="utf-8"
+    )
+    monkeypatch.setitem(globals(), "ROOT", fake_root)
+    assert violations("models", ("daemon",)) == [
+        "models/bad.py:2: imports daemon",
+        "models/bad.py:2: imports daemon.sync",
+    ]
+    assert owners_of("os") == {"models/bad.py"}
