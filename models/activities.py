@@ -1,4 +1,4 @@
-"""Activities other than email (calls, meetings, notes) and tasks: logging them keeps last-activity times right.
+"""Activities other than email (calls, meetings, notes) and tasks; logging them moves last-activity times.
 
 Email activities are recorded by the sync's own operation in models.email_log; both update the same
 `last_activity_at` columns that the stalled-deal rules read.
@@ -48,9 +48,17 @@ def log_activity(
     if company is None:
         company = next((c.company for c in contacts if c.company is not None), None)
     activity = Activity(
-        kind=kind, occurred_at=occurred_at, subject=subject.strip(), body=body, author=author,
-        company=company, deal=deal, created_at=now, snippet=(body.strip() or subject.strip())[:200],
-        truncated=False, needs_deal_review=False,
+        kind=kind,
+        occurred_at=occurred_at,
+        subject=subject.strip(),
+        body=body,
+        author=author,
+        company=company,
+        deal=deal,
+        created_at=now,
+        snippet=(body.strip() or subject.strip())[:200],
+        truncated=False,
+        needs_deal_review=False,
     )
     activity.contacts.extend(contacts)
     session.add(activity)
@@ -73,7 +81,12 @@ def create_task(
     if not title.strip():
         raise DomainError("a task needs a title")
     task = Task(
-        title=title.strip(), notes=notes, due_at=due_at, assignee=assignee, deal=deal, contact=contact,
+        title=title.strip(),
+        notes=notes,
+        due_at=due_at,
+        assignee=assignee,
+        deal=deal,
+        contact=contact,
         created_at=now,
     )
     session.add(task)
@@ -87,9 +100,17 @@ def complete_task(session: Session, task: Task, *, now: datetime, by: User | Non
         return None
     task.done_at = now
     activity = Activity(
-        kind=ActivityKind.TASK, occurred_at=now, subject=f"Task done: {task.title}", body=task.notes,
-        author=by or task.assignee, deal=task.deal, company=task.deal.company if task.deal else None,
-        created_at=now, snippet=task.title[:200], truncated=False, needs_deal_review=False,
+        kind=ActivityKind.TASK,
+        occurred_at=now,
+        subject=f"Task done: {task.title}",
+        body=task.notes,
+        author=by or task.assignee,
+        deal=task.deal,
+        company=task.deal.company if task.deal else None,
+        created_at=now,
+        snippet=task.title[:200],
+        truncated=False,
+        needs_deal_review=False,
     )
     if task.contact is not None:
         activity.contacts.append(task.contact)

@@ -14,9 +14,23 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.errors import DomainError, NotFoundError
-from models.schema import Company, Contact, Deal, DealStageChange, DealStatus, Pipeline, Stage, StageKind, User
+from models.schema import (
+    Company,
+    Contact,
+    Deal,
+    DealStageChange,
+    DealStatus,
+    Pipeline,
+    Stage,
+    StageKind,
+    User,
+)
 
-_STATUS_FOR_KIND = {StageKind.OPEN: DealStatus.OPEN, StageKind.WON: DealStatus.WON, StageKind.LOST: DealStatus.LOST}
+_STATUS_FOR_KIND = {
+    StageKind.OPEN: DealStatus.OPEN,
+    StageKind.WON: DealStatus.WON,
+    StageKind.LOST: DealStatus.LOST,
+}
 
 
 def parse_money(value: str | Decimal | int) -> Decimal:
@@ -105,7 +119,9 @@ def create_deal(
     deal.contacts.extend(contacts)
     session.add(deal)
     session.flush()
-    session.add(DealStageChange(deal=deal, from_stage_id=None, to_stage_id=stage.id, changed_at=now, changed_by=by))
+    session.add(
+        DealStageChange(deal=deal, from_stage_id=None, to_stage_id=stage.id, changed_at=now, changed_by=by)
+    )
     return deal
 
 
@@ -118,7 +134,7 @@ def move_deal_to_stage(
     by: User | None = None,
     lost_reason: str | None = None,
 ) -> DealStageChange | None:
-    """Move a deal to a stage of its pipeline; returns the recorded change, or None if it was already there."""
+    """Move a deal to another stage of its pipeline; returns the change, or None if it was already there."""
     if stage.pipeline_id != deal.pipeline_id:
         raise DomainError(f"stage {stage.name!r} is not in the deal's pipeline")
     if stage.id == deal.stage_id:

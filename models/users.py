@@ -45,8 +45,13 @@ def create_user(
     except ValueError:
         raise DomainError(f"role must be one of admin, manager, rep; got {role!r}") from None
     user = User(
-        email=address, name=name.strip() or address, role=role, password_hash=hash_password(password),
-        active=True, alerts_enabled=True, created_at=now,
+        email=address,
+        name=name.strip() or address,
+        role=role,
+        password_hash=hash_password(password),
+        active=True,
+        alerts_enabled=True,
+        created_at=now,
     )
     session.add(user)
     session.flush()

@@ -291,7 +291,9 @@ class _Table:
                 raise self.fail(file_key, f"{secret_path}{label} is empty")
             return Secret(value, str(secret_path))
         if required:
-            raise self.fail(env_key, f"required: set {env_key} (an environment variable) or {file_key}{label}")
+            raise self.fail(
+                env_key, f"required: set {env_key} (an environment variable) or {file_key}{label}"
+            )
         return None
 
     def table(self, name: str) -> _Table:
@@ -358,7 +360,9 @@ class _Reader:
         return value
 
     def database(self, t: _Table) -> DatabaseSettings:
-        url_secret = t.secret("url", required=False) if ("url_env" in t.data or "url_file" in t.data) else None
+        url_secret = (
+            t.secret("url", required=False) if ("url_env" in t.data or "url_file" in t.data) else None
+        )
         if url_secret is not None:
             url = url_secret.reveal()
         else:
@@ -367,7 +371,9 @@ class _Reader:
             if "@" in url.split("//", 1)[-1].split("/", 1)[0] and ":" in url.split("//", 1)[-1].split("@")[0]:
                 raise t.fail("url", "a password in the URL is a secret: use url_env or url_file instead")
         if not url.startswith(("sqlite", "postgresql")):
-            raise t.fail("url", f"only sqlite:/// and postgresql+psycopg:// URLs are supported, got {url[:30]!r}")
+            raise t.fail(
+                "url", f"only sqlite:/// and postgresql+psycopg:// URLs are supported, got {url[:30]!r}"
+            )
         return DatabaseSettings(url=url, echo=t.boolean("echo", False))
 
     def team(self, t: _Table) -> TeamSettings:

@@ -35,14 +35,19 @@ def test_moving_to_won_closes_and_back_reopens(session, make_deal, make_user, no
     move_deal_to_stage(session, deal, stage_named(session, "Demo"), now=later + timedelta(hours=1), by=rep)
     session.commit()
     assert deal.status == DealStatus.OPEN and deal.closed_at is None
-    moves = [(c.from_stage.name if c.from_stage else None, c.to_stage.name, c.changed_by_id) for c in deal.stage_changes]
+    moves = [
+        (c.from_stage.name if c.from_stage else None, c.to_stage.name, c.changed_by_id)
+        for c in deal.stage_changes
+    ]
     assert moves == [(None, "Qualified", None), ("Qualified", "Won", rep.id), ("Won", "Demo", rep.id)]
 
 
 def test_lost_keeps_reason_and_same_stage_is_no_change(session, make_deal, now):
     deal = make_deal()
     assert move_deal_to_stage(session, deal, deal.stage, now=now) is None
-    move_deal_to_stage(session, deal, stage_named(session, "Lost"), now=now, lost_reason="Went with a competitor")
+    move_deal_to_stage(
+        session, deal, stage_named(session, "Lost"), now=now, lost_reason="Went with a competitor"
+    )
     session.commit()
     assert (deal.status, deal.lost_reason) == (DealStatus.LOST, "Went with a competitor")
 
