@@ -1,0 +1,492 @@
+"""IMAP access for the sync daemon: the only module that talks to mail servers, and the only one importing
+imapclient.
+
+Owns connecting with the configured transport security (implicit TLS, STARTTLS, or plaintext to loopback
+only), login, and the read-only operations a sync needs: LIST, STATUS, EXAMINE, UID SEARCH, UID FETCH with
+BODY.PEEK (so \\Seen is never set) and IDLE. Callers get plain frozen dataclasses, never imapclient objects,
+and every failure leaves as an ImapError (or subclass) whose message names the server and reads well in a
+log line or the admin UI. Settings come in as an ImapTarget; nothing here reads configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import ipaddress
+import logging
+import re
+import socket
+import ssl
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+import imapclient
+from imapclient.exceptions import LoginError
+
+__all__ = [
+    "COMMON_SENT_NAMES",
+    "FetchedHeader",
+    "FetchedMessage",
+    "FolderInfo",
+    "FolderStatus",
+    "ImapAuthError",
+    "ImapError",
+    "ImapSecurityError",
+    "ImapSession",
+    "ImapTarget",
+]
+
+log = logging.getLogger(__name__)
+
+SECURITY_MODES: Final = ("ssl", "starttls", "none")
+COMMON_SENT_NAMES: Final = ("Sent", "Sent Items", "Sent Messages", "INBOX.Sent")
+
+# UIDs per UID FETCH: keeps command lines far below servers' limits (Dovecot: 64 KB).
+_FETCH_CHUNK: Final = 500
+# imaplib refuses response lines over 1,000,000 bytes, and a SEARCH result is one line: windows of 80,000 UIDs
+# (at most 11 bytes each) keep a big mailbox's first sync from failing with "got more than 1000000 bytes".
+_SEARCH_WINDOW: Final = 80_000
+# Login replies that mean "try again later", not "wrong password" (RFC 5530 codes, dropped connections).
+_TRANSIENT_LOGIN = re.compile(r"\[(UNAVAILABLE|SERVERBUG|INUSE|LIMIT)\]|socket error|EOF", re.IGNORECASE)
+# How imapclient (NO: "select failed: ...") and imaplib (BAD: "... command error: BAD ...") word a server's
+# refusal of one command, after which the connection is still in step.
+_SERVER_REFUSAL = re.compile(r"^\w+ failed: |command error: BAD ")
+_BYTES_REPR = re.compile(r"""\bb(['"])(.*?)\1""")
+
+
+class ImapError(Exception):
+    """Any IMAP or network failure. The message is human readable and starts with the server's address."""
+
+
+class ImapAuthError(ImapError):
+    """The server refused the login. Do not retry quickly: repeated failures can lock the account."""
+
+
+class ImapSecurityError(ImapError):
+    """The server's certificate could not be verified, or the configuration would send secrets in clear."""
+
+
+@dataclass(frozen=True)
+class ImapTarget:
+    """Where and how to log in. Certificates and host names are always verified; ca_file adds a trusted CA
+    or a self-signed certificate (PEM)."""
+
+    host: str
+    port: int
+    security: str  # 'ssl' | 'starttls' | 'none' (plaintext, loopback only)
+    username: str
+    password: str = field(repr=False)
+    timeout: float = 30.0
+    ca_file: str | None = None
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    name: str
+    flags: tuple[str, ...]  # e.g. ('\\HasNoChildren', '\\Sent')
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    uidvalidity: int
+    uidnext: int
+    messages: int
+    highestmodseq: int | None  # None when the server lacks CONDSTORE
+
+
+@dataclass(frozen=True)
+class FetchedMessage:
+    uid: int
+    raw: bytes
+    size: int  # RFC822.SIZE as reported by the server
+
+
+@dataclass(frozen=True)
+class FetchedHeader:
+    uid: int
+    header: bytes
+    size: int  # RFC822.SIZE of the whole message
+
+
+class ImapSession:
+    """One logged-in IMAP connection. Use as a context manager (or connect() / close()).
+
+    After a network failure the connection is dropped: later calls raise ImapError until connect() again.
+    Not thread safe.
+    """
+
+    def __init__(self, target: ImapTarget) -> None:
+        self.target = target
+        self.capabilities: frozenset[str] = frozenset()
+        self._client: Any = None  # imapclient.IMAPClient (untyped)
+        self._selected: FolderStatus | None = None
+
+    def __repr__(self) -> str:
+        state = "connected" if self._client is not None else "closed"
+        return f"<ImapSession {self.target.username}@{self.target.address} {self.target.security} {state}>"
+
+    def __enter__(self) -> Self:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def supports_idle(self) -> bool:
+        return "IDLE" in self.capabilities
+
+    @property
+    def supports_condstore(self) -> bool:
+        return "CONDSTORE" in self.capabilities
+
+    # -- connection -----------------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect, secure the connection as configured and log in. Does nothing if already connected."""
+        if self._client is not None:
+            return
+        target = self.target
+        _refuse_insecure(target)
+        context = _tls_context(target) if target.security != "none" else None
+        with self._errors("connecting"):
+            client = imapclient.IMAPClient(
+                target.host,
+                target.port,
+                ssl=target.security == "ssl",
+                ssl_context=context,
+                timeout=target.timeout,
+            )
+            try:
+                if target.security == "starttls":
+                    if not client.has_capability("STARTTLS"):
+                        raise ImapSecurityError(
+                            f"{target.address}: server does not offer STARTTLS; not logging in without TLS"
+                        )
+                    client.starttls(context)
+                if client.has_capability("LOGINDISABLED"):
+                    raise ImapSecurityError(
+                        f"{target.address}: server refuses plaintext login; use security 'ssl' or 'starttls'"
+                    )
+                self._login(client)
+                capabilities = frozenset(_text(c).upper() for c in client.capabilities())
+                if {"CONDSTORE", "ENABLE"} <= capabilities:
+                    # Makes EXAMINE report HIGHESTMODSEQ for every mailbox (Dovecot otherwise omits it for
+                    # mailboxes no client has used CONDSTORE on yet).
+                    client.enable("CONDSTORE")
+            except BaseException:
+                _shutdown_quietly(client)
+                raise
+        self._client = client
+        self.capabilities = capabilities
+
+    def close(self) -> None:
+        """Log out and close the socket. Never raises: the connection may already be gone."""
+        client, self._client, self._selected = self._client, None, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except Exception as exc:
+            log.debug("%s: logout failed: %s", self.target.address, exc)
+        finally:
+            _shutdown_quietly(client)
+
+    def _login(self, client: Any) -> None:
+        target = self.target
+        try:
+            client.login(target.username, target.password)
+        except LoginError as exc:
+            detail = _describe(exc)
+            if _TRANSIENT_LOGIN.search(detail):
+                raise ImapError(f"{target.address}: login as {target.username} failed: {detail}") from exc
+            raise ImapAuthError(f"{target.address}: login refused for {target.username}: {detail}") from exc
+
+    # -- folders --------------------------------------------------------------------------------------------
+
+    def list_folders(self) -> list[FolderInfo]:
+        client = self._connected()
+        with self._errors("listing folders"):
+            rows = client.list_folders()
+        return [
+            FolderInfo(name=_text(name), flags=tuple(_text(f) for f in flags)) for flags, _sep, name in rows
+        ]
+
+    def sent_folder(self) -> str | None:
+        """The folder the server marks \\Sent (RFC 6154), else the first common Sent name that exists."""
+        folders = [
+            f
+            for f in self.list_folders()
+            if not {"\\noselect", "\\nonexistent"} & {g.lower() for g in f.flags}
+        ]
+        for folder in folders:
+            if any(flag.lower() == "\\sent" for flag in folder.flags):
+                return folder.name
+        by_lower_name = {folder.name.lower(): folder.name for folder in folders}
+        for name in COMMON_SENT_NAMES:
+            if name.lower() in by_lower_name:
+                return by_lower_name[name.lower()]
+        return None
+
+    def status(self, folder: str) -> FolderStatus:
+        """One STATUS command; does not select the folder."""
+        client = self._connected()
+        items = ["UIDVALIDITY", "UIDNEXT", "MESSAGES"]
+        if self.supports_condstore:
+            items.append("HIGHESTMODSEQ")
+        with self._errors(f"reading status of {folder!r}"):
+            data = client.folder_status(folder, items)
+        return _folder_status(data, messages_key=b"MESSAGES", action=f"STATUS {folder!r}", target=self.target)
+
+    def select_readonly(self, folder: str) -> FolderStatus:
+        """EXAMINE the folder: later searches, fetches and IDLE apply to it; nothing in it can change."""
+        client = self._connected()
+        self._selected = None
+        with self._errors(f"opening {folder!r}"):
+            data = client.select_folder(folder, readonly=True)
+            if b"UIDNEXT" not in data or b"UIDVALIDITY" not in data:
+                # Both are required by RFC 3501 but some servers leave UIDNEXT out; STATUS always has it.
+                fallback = self.status(folder)
+                data = {
+                    b"UIDVALIDITY": fallback.uidvalidity,
+                    b"UIDNEXT": fallback.uidnext,
+                    b"HIGHESTMODSEQ": fallback.highestmodseq,
+                    **data,
+                }
+        status = _folder_status(
+            data, messages_key=b"EXISTS", action=f"EXAMINE {folder!r}", target=self.target
+        )
+        self._selected = status
+        return status
+
+    # -- messages in the selected folder --------------------------------------------------------------------
+
+    def search_uids_from(self, first_uid: int) -> list[int]:
+        """UIDs >= first_uid in the selected folder, ascending.
+
+        'UID n:*' always matches the highest UID even when it is below n (RFC 3501: '*' is the largest UID
+        in use), so results are filtered.
+        """
+        client, selected = self._selected_folder()
+        first = max(1, first_uid)
+        found: set[int] = set()
+        start = first
+        with self._errors("searching for new messages"):
+            while selected.uidnext - start > _SEARCH_WINDOW:
+                end = start + _SEARCH_WINDOW - 1
+                found.update(client.search(["UID", f"{start}:{end}"]))
+                start = end + 1
+            found.update(client.search(["UID", f"{start}:*"]))
+        return sorted(uid for uid in found if uid >= first)
+
+    def fetch_headers(self, uids: Sequence[int]) -> list[FetchedHeader]:
+        """Headers and sizes, sorted by UID; UIDs no longer in the folder (expunged) are left out."""
+        fetched = self._fetch(uids, "BODY.PEEK[HEADER]", b"BODY[HEADER]", "fetching headers")
+        return [FetchedHeader(uid=uid, header=data, size=size) for uid, data, size in fetched]
+
+    def fetch_messages(self, uids: Sequence[int]) -> list[FetchedMessage]:
+        """Raw messages and sizes, sorted by UID; uses BODY.PEEK[] so \\Seen is never set. UIDs no longer
+        in the folder (expunged) are left out."""
+        fetched = self._fetch(uids, "BODY.PEEK[]", b"BODY[]", "fetching messages")
+        return [FetchedMessage(uid=uid, raw=data, size=size) for uid, data, size in fetched]
+
+    def idle_wait(self, timeout: float) -> bool:
+        """IDLE on the selected folder until the server signals new mail (EXISTS/RECENT) or timeout seconds
+        pass; True if new mail was signalled. Always ends with DONE. Keep timeout under 29 minutes (RFC 2177
+        lets servers drop idle clients after 30)."""
+        client, _ = self._selected_folder()
+        if not self.supports_idle:
+            raise ImapError(f"{self.target.address}: server does not support IDLE")
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._errors("waiting for new mail"):
+            while True:
+                client.idle()
+                try:
+                    outcome = self._idle_round(client, deadline)
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        client.idle_done()
+                    self._drop()
+                    raise
+                _, late_responses = client.idle_done()
+                if outcome == "mail" or _signals_new_mail(late_responses):
+                    return True
+                if outcome == "timeout":
+                    return False
+
+    def _idle_round(self, client: Any, deadline: float) -> Literal["mail", "timeout", "restart"]:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            started = time.monotonic()
+            responses = client.idle_check(timeout=remaining)
+            for response in responses:
+                if response and response[0] == b"BYE":
+                    text = " ".join(_text(part) for part in response[1:] if isinstance(part, bytes | str))
+                    raise ImapError(f"{self.target.address}: server closed the connection: {text}")
+            if _signals_new_mail(responses):
+                return "mail"
+            if not responses and time.monotonic() - started < remaining - 0.05:
+                # Woken without a complete response: imapclient swallows EOF here, so end IDLE, which
+                # raises if the connection is gone, and start over otherwise.
+                return "restart"
+
+    def _fetch(self, uids: Sequence[int], item: str, key: bytes, action: str) -> list[tuple[int, bytes, int]]:
+        client, _ = self._selected_folder()
+        wanted = sorted({int(uid) for uid in uids})
+        fetched: list[tuple[int, bytes, int]] = []
+        with self._errors(action):
+            for start in range(0, len(wanted), _FETCH_CHUNK):
+                chunk = wanted[start : start + _FETCH_CHUNK]
+                response = client.fetch(chunk, [item, "RFC822.SIZE"])
+                for uid in chunk:
+                    data = response.get(uid, {})
+                    body = data.get(key)
+                    if isinstance(body, bytes):
+                        fetched.append((uid, body, int(data.get(b"RFC822.SIZE", len(body)))))
+        return fetched
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+
+    def _connected(self) -> Any:
+        if self._client is None:
+            raise ImapError(f"{self.target.address}: not connected")
+        return self._client
+
+    def _selected_folder(self) -> tuple[Any, FolderStatus]:
+        client = self._connected()
+        if self._selected is None:
+            raise RuntimeError("no folder selected: call select_readonly() first")
+        return client, self._selected
+
+    def _drop(self) -> None:
+        """Forget a connection whose state is unknown (timeout mid-response, EOF): it must not be reused."""
+        client, self._client, self._selected = self._client, None, None
+        if client is not None:
+            _shutdown_quietly(client)
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Translate socket, TLS and imapclient failures into ImapError with a readable message."""
+        target = self.target
+        where = target.address
+        try:
+            yield
+        except ImapError:
+            raise
+        except ssl.SSLCertVerificationError as exc:
+            self._drop()
+            raise ImapSecurityError(
+                f"certificate for {target.host} not trusted: {exc.verify_message or exc}; "
+                "set tls_ca_file to trust a self-signed certificate"
+            ) from exc
+        except ssl.SSLError as exc:
+            self._drop()
+            raise ImapError(f"{where}: TLS failed while {action}: {exc.reason or exc}") from exc
+        except TimeoutError as exc:
+            self._drop()
+            raise ImapError(f"{where}: no answer within {target.timeout:g}s while {action}") from exc
+        except ConnectionRefusedError as exc:
+            self._drop()
+            raise ImapError(f"{where}: connection refused while {action}") from exc
+        except socket.gaierror as exc:
+            self._drop()
+            raise ImapError(f"{where}: cannot resolve host {target.host}: {exc.strerror or exc}") from exc
+        except OSError as exc:
+            self._drop()
+            raise ImapError(f"{where}: network error while {action}: {exc.strerror or exc}") from exc
+        except imaplib.IMAP4.abort as exc:
+            self._drop()
+            raise ImapError(f"{where}: connection lost while {action}: {_describe(exc)}") from exc
+        except imaplib.IMAP4.error as exc:
+            if not _SERVER_REFUSAL.search(str(exc)):
+                # Not a plain NO/BAD answer: e.g. imaplib gave up on a response line over 1 MB midway, so
+                # the rest of that response is still unread and the connection cannot be trusted.
+                self._drop()
+            raise ImapError(f"{where}: {action} failed: {_describe(exc)}") from exc
+
+
+def _refuse_insecure(target: ImapTarget) -> None:
+    if target.security not in SECURITY_MODES:
+        raise ImapSecurityError(
+            f"{target.address}: unknown security {target.security!r}; use 'ssl', 'starttls' or 'none'"
+        )
+    if target.security == "none" and not _is_loopback(target.host):
+        raise ImapSecurityError(
+            f"{target.address}: refusing to send the password unencrypted to a non-local host; "
+            "use security 'ssl' or 'starttls' ('none' is only allowed for localhost)"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _tls_context(target: ImapTarget) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if target.ca_file:
+        try:
+            context.load_verify_locations(cafile=target.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ImapSecurityError(f"cannot load tls_ca_file {target.ca_file}: {exc}") from exc
+    return context
+
+
+def _folder_status(
+    data: dict[bytes, Any], messages_key: bytes, action: str, target: ImapTarget
+) -> FolderStatus:
+    try:
+        modseq = data.get(b"HIGHESTMODSEQ")
+        return FolderStatus(
+            uidvalidity=int(data[b"UIDVALIDITY"]),
+            uidnext=int(data[b"UIDNEXT"]),
+            messages=int(data[messages_key]),
+            highestmodseq=int(modseq) if modseq is not None else None,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ImapError(f"{target.address}: incomplete answer to {action}: {data!r}") from exc
+
+
+def _signals_new_mail(responses: Sequence[Any]) -> bool:
+    return any(
+        isinstance(response, tuple) and len(response) >= 2 and response[1] in (b"EXISTS", b"RECENT")
+        for response in responses
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    """imapclient puts server replies in messages as bytes reprs (b'[...] text'); show the text."""
+    return _BYTES_REPR.sub(r"\2", str(exc)) or type(exc).__name__
+
+
+def _text(value: bytes | str | int) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _shutdown_quietly(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.shutdown()
