@@ -1,0 +1,382 @@
+"""Record pages: a contact, a company or a deal with its activity timeline, and the forms on those pages.
+
+The timeline is newest first: emails (subject, direction, snippet, the mailboxes that saw them, attachments,
+the body on demand), calls, meetings, notes and completed tasks; a deal page adds its stage history. An
+email's HTML was sanitized by the sync; it is cleaned once more here and shown only inside
+`<iframe sandbox srcdoc=...>` without `allow-scripts` (and without `allow-same-origin`), so nothing in a
+message can run or reach the panel. Writes go through the domain operations in models/.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import nh3
+from flask import abort, flash, redirect, request, send_file, url_for
+from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import joinedload, selectinload
+from werkzeug.wrappers import Response as BaseResponse
+
+from admin import auth
+from admin.app import db, now
+from admin.views import GuardedView, expose, fmt_datetime, fmt_money, local_naive_to_utc
+from models.activities import MANUAL_KINDS, complete_task, create_task, log_activity, touch
+from models.deals import move_deal_to_stage
+from models.errors import DomainError
+from models.schema import (
+    Activity,
+    ActivityKind,
+    Attachment,
+    Company,
+    Contact,
+    Deal,
+    DealStageChange,
+    DealStatus,
+    Stage,
+    StageKind,
+    Task,
+    User,
+    activity_contacts,
+    deal_contacts,
+)
+
+TIMELINE_PAGE = 100
+TIMELINE_MAX = 1000
+
+
+def clean_email_html(html: str) -> str:
+    """Defence in depth: the sync stored sanitized HTML; clean it again before it leaves the server."""
+    return nh3.clean(
+        html, url_schemes={"http", "https", "mailto", "cid", "data"}, link_rel="noopener noreferrer"
+    )
+
+
+def parse_local_datetime(value: str | None) -> datetime | None:
+    """A `datetime-local` input ('2026-11-23T09:30') in the team's time zone, as UTC."""
+    if not value or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise DomainError(f"{value!r} is not a date and time (use YYYY-MM-DD HH:MM)") from None
+    return local_naive_to_utc(parsed)
+
+
+class RecordsView(GuardedView):
+    def is_visible(self) -> bool:
+        return False
+
+    # ---- pages -----------------------------------------------------------------------------------------
+
+    @expose("/")
+    def index(self) -> BaseResponse:
+        return redirect(url_for("contact.index_view"))
+
+    @expose("/contact/<int:record_id>")
+    def contact(self, record_id: int) -> str:
+        session = db()
+        contact = session.get(Contact, record_id, options=[selectinload(Contact.emails)])
+        if contact is None:
+            abort(404)
+        where = Activity.id.in_(
+            select(activity_contacts.c.activity_id).where(activity_contacts.c.contact_id == contact.id)
+        )
+        tasks = session.scalars(
+            select(Task).where(Task.contact_id == contact.id).order_by(Task.done_at.is_not(None), Task.due_at)
+        ).all()
+        return self._render_record("contact", contact, where, tasks=tasks, deals=list(contact.deals))
+
+    @expose("/company/<int:record_id>")
+    def company(self, record_id: int) -> str:
+        session = db()
+        company = session.get(Company, record_id, options=[selectinload(Company.domains)])
+        if company is None:
+            abort(404)
+        contacts = session.scalars(
+            select(Contact).where(Contact.company_id == company.id).order_by(Contact.name).limit(100)
+        ).all()
+        deals = session.scalars(
+            select(Deal).where(Deal.company_id == company.id).order_by(Deal.created_at.desc()).limit(100)
+        ).all()
+        return self._render_record(
+            "company", company, Activity.company_id == company.id, contacts=contacts, deals=deals, tasks=[]
+        )
+
+    @expose("/deal/<int:record_id>")
+    def deal(self, record_id: int) -> str:
+        session = db()
+        deal = session.get(Deal, record_id)
+        if deal is None:
+            abort(404)
+        history = session.scalars(
+            select(DealStageChange)
+            .where(DealStageChange.deal_id == deal.id)
+            .options(
+                joinedload(DealStageChange.from_stage),
+                joinedload(DealStageChange.to_stage),
+                joinedload(DealStageChange.changed_by),
+            )
+            .order_by(DealStageChange.changed_at.desc(), DealStageChange.id.desc())
+        ).all()
+        stages = session.scalars(
+            select(Stage).where(Stage.pipeline_id == deal.pipeline_id).order_by(Stage.position)
+        ).all()
+        tasks = session.scalars(
+            select(Task).where(Task.deal_id == deal.id).order_by(Task.done_at.is_not(None), Task.due_at)
+        ).all()
+        return self._render_record(
+            "deal",
+            deal,
+            Activity.deal_id == deal.id,
+            history=history,
+            stages=stages,
+            tasks=tasks,
+            contacts=list(deal.contacts),
+            may_move=auth.can_move(deal),
+        )
+
+    def _render_record(self, kind: str, record: Any, where: ColumnElement[bool], **extra: Any) -> str:
+        session = db()
+        limit = TIMELINE_MAX if request.args.get("all") else TIMELINE_PAGE
+        activities = session.scalars(
+            select(Activity)
+            .where(where)
+            .options(
+                selectinload(Activity.sightings),
+                joinedload(Activity.author),
+                joinedload(Activity.deal).load_only(Deal.id, Deal.title),
+            )
+            .order_by(Activity.occurred_at.desc(), Activity.id.desc())
+            .limit(limit + 1)
+        ).all()
+        has_more = len(activities) > limit
+        activities = activities[:limit]
+        attachments: dict[int, list[Any]] = defaultdict(list)
+        if activities:
+            rows = session.execute(
+                select(
+                    Attachment.id,
+                    Attachment.activity_id,
+                    Attachment.filename,
+                    Attachment.content_type,
+                    Attachment.size,
+                    Attachment.content.is_not(None),
+                )
+                .where(Attachment.activity_id.in_([a.id for a in activities]))
+                .order_by(Attachment.id)
+            ).all()
+            for row in rows:
+                attachments[row[1]].append(row)
+        opened_id = request.args.get("open", type=int)
+        opened_html = None
+        opened = next((a for a in activities if a.id == opened_id), None)
+        if opened is not None and opened.body_html:
+            opened_html = clean_email_html(opened.body_html)
+        users = session.scalars(select(User).where(User.active.is_(True)).order_by(User.name)).all()
+        return self.page(
+            "threadline/record.html",
+            record=record,
+            kind=kind,
+            activities=activities,
+            attachments=attachments,
+            has_more=has_more,
+            opened=opened,
+            opened_html=opened_html,
+            users=users,
+            manual_kinds=MANUAL_KINDS,
+            may_edit=auth.can_write(record),
+            may_assign=auth.is_manager_or_admin(),
+            can_write=auth.can_write,
+            me=auth.user(),
+            fmt_datetime=fmt_datetime,
+            fmt_money=fmt_money,
+            ActivityKind=ActivityKind,
+            StageKind=StageKind,
+            DealStatus=DealStatus,
+            **extra,
+        )
+
+    # ---- forms -----------------------------------------------------------------------------------------
+
+    def _record(self, kind: str, record_id: int) -> Contact | Company | Deal:
+        model = {"contact": Contact, "company": Company, "deal": Deal}.get(kind)
+        if model is None:
+            abort(404)
+        record = db().get(model, record_id)
+        if not isinstance(record, Contact | Company | Deal):
+            abort(404)
+        return record
+
+    def _back(self, kind: str, record_id: int) -> BaseResponse:
+        return redirect(url_for(f".{kind}", record_id=record_id))
+
+    @expose("/<kind>/<int:record_id>/log", methods=("POST",))
+    def log(self, kind: str, record_id: int) -> BaseResponse:
+        record = self._record(kind, record_id)
+        session = db()
+        try:
+            moment = now()
+            occurred_at = parse_local_datetime(request.form.get("occurred_at")) or moment
+            log_activity(
+                session,
+                kind=request.form.get("kind", ""),
+                occurred_at=occurred_at,
+                now=moment,
+                subject=request.form.get("subject", "")[:998],
+                body=request.form.get("body", ""),
+                author=auth.user(),
+                contacts=[record] if isinstance(record, Contact) else [],
+                company=record if isinstance(record, Company) else None,
+                deal=record if isinstance(record, Deal) else None,
+            )
+            session.commit()
+            flash("Activity logged.", "success")
+        except (DomainError, ValueError) as exc:
+            session.rollback()
+            message = str(exc) if isinstance(exc, DomainError) else "choose call, meeting or note"
+            flash(f"Not logged: {message}", "error")
+        return self._back(kind, record_id)
+
+    @expose("/<kind>/<int:record_id>/task", methods=("POST",))
+    def add_task(self, kind: str, record_id: int) -> BaseResponse:
+        record = self._record(kind, record_id)
+        if isinstance(record, Company):
+            abort(404)
+        session = db()
+        try:
+            assignee: User | None = auth.user()
+            wanted = request.form.get("assignee_id", "")
+            if auth.is_manager_or_admin() and wanted.isdigit():
+                assignee = session.get(User, int(wanted))
+            create_task(
+                session,
+                title=request.form.get("title", "")[:500],
+                now=now(),
+                due_at=parse_local_datetime(request.form.get("due_at")),
+                assignee=assignee,
+                deal=record if isinstance(record, Deal) else None,
+                contact=record if isinstance(record, Contact) else None,
+                notes=request.form.get("notes", ""),
+            )
+            session.commit()
+            flash("Task added.", "success")
+        except DomainError as exc:
+            session.rollback()
+            flash(f"Task not added: {exc}", "error")
+        return self._back(kind, record_id)
+
+    @expose("/task/<int:task_id>/complete", methods=("POST",))
+    def complete(self, task_id: int) -> BaseResponse:
+        session = db()
+        task = session.get(Task, task_id)
+        if task is None:
+            abort(404)
+        auth.require_write(task)
+        complete_task(session, task, now=now(), by=auth.user())
+        session.commit()
+        flash(f"Task done: {task.title}", "success")
+        if task.deal_id is not None:
+            return self._back("deal", task.deal_id)
+        if task.contact_id is not None:
+            return self._back("contact", task.contact_id)
+        return redirect(url_for("task.index_view"))
+
+    @expose("/deal/<int:record_id>/move", methods=("POST",))
+    def move(self, record_id: int) -> BaseResponse:
+        session = db()
+        deal = session.get(Deal, record_id)
+        stage_id = request.form.get("stage_id", "")
+        stage = session.get(Stage, int(stage_id)) if stage_id.isdigit() else None
+        if deal is None or stage is None:
+            abort(404)
+        if not auth.can_move(deal):
+            abort(403)
+        try:
+            change = move_deal_to_stage(
+                session, deal, stage, now=now(), by=auth.user(), lost_reason=request.form.get("lost_reason")
+            )
+            session.commit()
+            flash(f"Moved to {stage.name}." if change else f"Already in {stage.name}.", "success")
+        except DomainError as exc:
+            session.rollback()
+            flash(str(exc), "error")
+        return self._back("deal", record_id)
+
+    @expose("/email/<int:activity_id>/link", methods=("GET", "POST"))
+    def link_email(self, activity_id: int) -> BaseResponse | str:
+        session = db()
+        activity = session.get(Activity, activity_id)
+        if activity is None or activity.kind != ActivityKind.EMAIL:
+            abort(404)
+        candidates = candidate_deals(activity)
+        if request.method == "POST":
+            deal_id = request.form.get("deal_id", "")
+            deal = session.get(Deal, int(deal_id)) if deal_id.isdigit() else None
+            if deal is None:
+                flash("Choose a deal.", "error")
+            elif not auth.can_write(deal):
+                abort(403)
+            else:
+                link_email_to_deal(activity, deal)
+                session.commit()
+                flash(f"Email linked to {deal.title}.", "success")
+                return redirect(url_for(".deal", record_id=deal.id))
+        return self.page(
+            "threadline/link_email.html",
+            activity=activity,
+            candidates=candidates,
+            fmt_datetime=fmt_datetime,
+            fmt_money=fmt_money,
+            can_write=auth.can_write,
+        )
+
+    # ---- files -----------------------------------------------------------------------------------------
+
+    @expose("/attachment/<int:attachment_id>")
+    def attachment(self, attachment_id: int) -> BaseResponse:
+        row = db().get(Attachment, attachment_id)
+        if row is None or row.content is None:
+            abort(404)
+        # always a download, never rendered: an attachment may be HTML or SVG carrying script
+        response = send_file(
+            io.BytesIO(row.content),
+            mimetype="application/octet-stream",
+            as_attachment=True,
+            download_name=row.filename or f"attachment-{row.id}",
+        )
+        response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        return response
+
+
+def candidate_deals(activity: Activity) -> list[Deal]:
+    """Open deals of the email's contacts and company: the choices when the sync could not pick one."""
+    contact_ids = [c.id for c in activity.contacts]
+    conditions: list[ColumnElement[bool]] = []
+    if contact_ids:
+        conditions.append(
+            Deal.id.in_(select(deal_contacts.c.deal_id).where(deal_contacts.c.contact_id.in_(contact_ids)))
+        )
+    if activity.company_id is not None:
+        conditions.append(Deal.company_id == activity.company_id)
+    if not conditions:
+        return []
+    return list(
+        db().scalars(
+            select(Deal)
+            .where(or_(*conditions), Deal.status == DealStatus.OPEN)
+            .order_by(func.coalesce(Deal.last_activity_at, Deal.created_at).desc())
+            .limit(50)
+        )
+    )
+
+
+def link_email_to_deal(activity: Activity, deal: Deal) -> None:
+    """File an email on the deal a person chose; the review flag is cleared and the deal counts as touched."""
+    activity.deal = deal
+    activity.needs_deal_review = False
+    if activity.company_id is None:
+        activity.company_id = deal.company_id
+    touch([deal], activity.occurred_at)

@@ -1,0 +1,119 @@
+"""The mailbox sync status page (admins) and each user's notifications list.
+
+Sync status shows what the daemon recorded per mailbox and folder, the quarantine (raw messages are offered
+only as a download, never rendered) and the emails waiting for someone to choose their deal. Mailbox
+passwords and other settings are never shown: only the rows the daemon wrote are read here.
+"""
+
+from __future__ import annotations
+
+import io
+
+from flask import abort, flash, redirect, request, send_file, url_for
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import joinedload
+from werkzeug.wrappers import Response as BaseResponse
+
+from admin import auth
+from admin.app import db, now
+from admin.views import AdminOnlyView, GuardedView, expose, fmt_datetime
+from models.schema import (
+    Activity,
+    ActivityKind,
+    FolderSyncState,
+    MailboxStatus,
+    Notification,
+    QuarantinedMessage,
+)
+
+LIST_LIMIT = 200
+
+
+class SyncStatusView(AdminOnlyView):
+    @expose("/")
+    def index(self) -> str:
+        session = db()
+        mailboxes = session.scalars(select(MailboxStatus).order_by(MailboxStatus.mailbox)).all()
+        folders = session.scalars(
+            select(FolderSyncState).order_by(FolderSyncState.mailbox, FolderSyncState.folder)
+        ).all()
+        quarantine = session.execute(
+            select(
+                QuarantinedMessage.id,
+                QuarantinedMessage.mailbox,
+                QuarantinedMessage.folder,
+                QuarantinedMessage.uid,
+                QuarantinedMessage.message_id,
+                QuarantinedMessage.reason,
+                QuarantinedMessage.attempts,
+                QuarantinedMessage.last_attempt_at,
+                func.length(QuarantinedMessage.raw),
+            )
+            .where(QuarantinedMessage.resolved_at.is_(None))
+            .order_by(QuarantinedMessage.last_attempt_at.desc())
+            .limit(LIST_LIMIT)
+        ).all()
+        review = session.scalars(
+            select(Activity)
+            .where(Activity.needs_deal_review.is_(True), Activity.kind == ActivityKind.EMAIL)
+            .options(joinedload(Activity.company))
+            .order_by(Activity.occurred_at.desc())
+            .limit(LIST_LIMIT)
+        ).all()
+        review_count = session.scalar(
+            select(func.count(Activity.id)).where(Activity.needs_deal_review.is_(True))
+        )
+        return self.page(
+            "threadline/sync_status.html",
+            mailboxes=mailboxes,
+            folders=folders,
+            quarantine=quarantine,
+            review=review,
+            review_count=review_count,
+            fmt_datetime=fmt_datetime,
+        )
+
+    @expose("/quarantine/<int:message_id>.eml")
+    def raw(self, message_id: int) -> BaseResponse:
+        row = db().get(QuarantinedMessage, message_id)
+        if row is None:
+            abort(404)
+        response = send_file(
+            io.BytesIO(row.raw),
+            mimetype="application/octet-stream",
+            as_attachment=True,
+            download_name=f"quarantine-{row.id}.eml",
+        )
+        response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+        return response
+
+
+class NotificationsView(GuardedView):
+    def is_visible(self) -> bool:
+        return False
+
+    @expose("/")
+    def index(self) -> str:
+        session = db()
+        rows = session.scalars(
+            select(Notification)
+            .where(Notification.user_id == auth.user().id)
+            .options(
+                joinedload(Notification.deal), joinedload(Notification.contact), joinedload(Notification.task)
+            )
+            .order_by(Notification.created_at.desc())
+            .limit(LIST_LIMIT)
+        ).all()
+        return self.page("threadline/notifications.html", rows=rows, fmt_datetime=fmt_datetime)
+
+    @expose("/read", methods=("POST",))
+    def mark_read(self) -> BaseResponse:
+        session = db()
+        where = [Notification.user_id == auth.user().id, Notification.read_at.is_(None)]
+        only = request.form.get("id", "")
+        if only.isdigit():
+            where.append(Notification.id == int(only))
+        result = session.execute(update(Notification).where(*where).values(read_at=now()))
+        session.commit()
+        flash(f"{result.rowcount} notification(s) marked read.", "success")  # type: ignore[attr-defined]
+        return redirect(url_for(".index"))

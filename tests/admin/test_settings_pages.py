@@ -1,0 +1,135 @@
+"""Admin configuration from the browser (users, stages), alerts in the navbar, CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from sqlalchemy import select
+
+from models.schema import Notification, Role, Stage, StageKind, User
+from models.users import verify_password
+from tests.admin.conftest import fresh, sqlite_only
+from tests.fixtures.factories import NOW, stage_named
+
+
+@sqlite_only
+def test_admin_adds_a_user_whose_password_is_hashed_and_never_shown(app, session, make_user, login):
+    admin = login(make_user(role=Role.ADMIN))
+    response = admin.post(
+        "/admin/user/new/",
+        {
+            "email": "New.Rep@Team.example",
+            "name": "Nina New",
+            "role": "rep",
+            "new_password": "s3cret-enough",
+            "active": "y",
+        },
+    )
+    assert response.status_code == 302
+    fresh(session)
+    user = session.scalar(select(User).where(User.email == "new.rep@team.example"))
+    assert user is not None and user.role == Role.REP and user.password_hash.startswith("$argon2")
+    assert verify_password(user, "s3cret-enough")
+    for url in ("/admin/user/", f"/admin/user/edit/?id={user.id}"):
+        page = admin.get(url).text
+        assert "$argon2" not in page and "s3cret-enough" not in page
+    short = admin.post(
+        "/admin/user/new/", {"email": "x@team.example", "name": "X", "role": "rep", "new_password": "short"}
+    )
+    assert "at least 8 characters" in short.text
+
+
+@sqlite_only
+def test_admin_renames_and_reorders_stages_and_sets_probability(app, session, make_user, login):
+    admin = login(make_user(role=Role.ADMIN))
+    demo = stage_named(session, "Demo")
+    response = admin.post(
+        f"/admin/stage/edit/?id={demo.id}",
+        {
+            "pipeline": str(demo.pipeline_id),
+            "name": "Product demo",
+            "position": "7",
+            "probability": "30",
+            "stall_days": "5",
+            "kind": "open",
+        },
+    )
+    assert response.status_code == 302
+    bad = admin.post(
+        f"/admin/stage/edit/?id={demo.id}",
+        {
+            "pipeline": str(demo.pipeline_id),
+            "name": "Demo",
+            "position": "1",
+            "probability": "150",
+            "kind": "open",
+        },
+    )
+    assert bad.status_code == 200  # the form comes back with the error; nothing saved
+    fresh(session)
+    stage = session.get(Stage, demo.id)
+    assert (stage.name, stage.position, stage.probability, stage.stall_days, stage.kind) == (
+        "Product demo",
+        7,
+        30,
+        5,
+        StageKind.OPEN,
+    )
+    board = admin.get("/admin/board/").text
+    assert board.index("Negotiation") < board.index("Product demo")  # reordered: now after position 3
+
+
+@sqlite_only
+def test_unread_alerts_show_in_the_navbar_and_can_be_marked_read(app, session, make_user, make_deal, login):
+    rep = make_user(role=Role.REP)
+    deal = make_deal(title="Quiet deal", owner=rep)
+    for n in range(2):
+        session.add(
+            Notification(
+                key=f"stalled:{deal.id}:{n}",
+                kind="stalled",
+                user_id=rep.id,
+                deal_id=deal.id,
+                title=f"Quiet deal has stalled ({n})",
+                detail={},
+                created_at=NOW,
+            )
+        )
+    session.commit()
+    browser = login(rep)
+    assert '<span class="badge badge-warning" id="tl-unread">2</span>' in browser.get("/admin/").text
+    page = browser.get("/admin/notifications/").text
+    assert "Quiet deal has stalled (0)" in page and f"/admin/records/deal/{deal.id}" in page
+    browser.post("/admin/notifications/read")
+    assert 'id="tl-unread">0<' in browser.get("/admin/").text
+    # another user's alerts are not theirs to see
+    other = login(make_user(role=Role.REP))
+    assert "Quiet deal has stalled" not in other.get("/admin/notifications/").text
+
+
+@sqlite_only
+def test_deal_list_exports_csv(app, make_user, make_deal, login):
+    owner = make_user(role=Role.REP, email="owner@team.example")
+    make_deal(title="Exported, with comma", owner=owner, value="1234.5")
+    response = login(owner).get("/admin/deal/export/csv/")
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert rows[0]["Title"] == "Exported, with comma"
+    assert rows[0]["Owner"] == "owner@team.example" and rows[0]["Stage"] == "Qualified"
+    assert rows[0]["Value"] == "1234.50"
+
+
+@sqlite_only
+def test_a_pipeline_or_stage_with_deals_cannot_be_deleted(app, session, make_user, make_deal, login):
+    admin_user = make_user(role=Role.ADMIN)
+    deal = make_deal(owner=admin_user)
+    admin = login(admin_user)
+    admin.post("/admin/pipeline/delete/", {"id": str(deal.pipeline_id)})
+    admin.post("/admin/stage/delete/", {"id": str(deal.stage_id)})
+    listing = admin.get("/admin/stage/").text
+    assert "still has deals: move or delete them first" in listing
+    assert "still has deals: move them first" in listing
+    fresh(session)
+    assert session.get(Stage, deal.stage_id) is not None
+    assert session.get(Stage, deal.stage_id).pipeline is not None
