@@ -1,0 +1,122 @@
+"""Sync test helpers: messages built with the stdlib, mailboxes on the Dovecot fixture, settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+import pytest
+
+from tests.fixtures.dovecot import *  # noqa: F403
+from tests.fixtures.dovecot import DovecotServer
+from tests.fixtures.factories import NOW
+from threadline.config import MailboxSettings, MatchingSettings, Secret, Settings, TeamSettings
+
+TEAM_DOMAIN = "team.example"
+
+
+def build_message(
+    *,
+    from_: str,
+    to: str | Sequence[str] = (),
+    cc: str | Sequence[str] = (),
+    bcc: str | Sequence[str] = (),
+    subject: str = "Hello",
+    body: str = "Hi there,\nabout our project.\n",
+    message_id: str | bool | None = True,
+    date: datetime | None = NOW,
+    in_reply_to: str | None = None,
+    references: Sequence[str] = (),
+    headers: dict[str, str] | None = None,
+    html: str | None = None,
+    attachments: Sequence[tuple[str, str, bytes]] = (),
+) -> bytes:
+    """A message as bytes; message_id=True makes a fresh one, None/False leaves it out."""
+    msg = EmailMessage()
+    msg["From"] = from_
+    for name, value in (("To", to), ("Cc", cc), ("Bcc", bcc)):
+        values = [value] if isinstance(value, str) else list(value)
+        if values:
+            msg[name] = ", ".join(values)
+    msg["Subject"] = subject
+    if date is not None:
+        msg["Date"] = format_datetime(date)
+    if message_id is True:
+        msg["Message-ID"] = make_msgid(domain="mail.test")
+    elif isinstance(message_id, str):
+        msg["Message-ID"] = message_id
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = " ".join(references)
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(body)
+    if html is not None:
+        msg.add_alternative(html, subtype="html")
+    for filename, content_type, data in attachments:
+        maintype, subtype = content_type.split("/", 1)
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return bytes(msg)
+
+
+def message_id_of(raw: bytes) -> str:
+    for line in raw.split(b"\n"):
+        if line.lower().startswith(b"message-id:"):
+            return line.split(b":", 1)[1].strip().decode()
+    raise AssertionError("no Message-ID")
+
+
+MakeMailbox = Callable[..., MailboxSettings]
+
+
+@pytest.fixture
+def make_mailbox(dovecot: DovecotServer, mailbox_user: Callable[[], tuple[str, str]]) -> MakeMailbox:
+    """Factory: a fresh Dovecot user as a [[mailboxes]] entry (plain IMAP on loopback unless told)."""
+
+    def make(
+        name: str | None = None,
+        *,
+        owner: str | None = None,
+        address: str | None = None,
+        folders: Sequence[str] = (),
+        security: str = "none",
+        port: int | None = None,
+        tls_ca_file: str | None = None,
+        password: str | None = None,
+    ) -> MailboxSettings:
+        username, real_password = mailbox_user()
+        return MailboxSettings(
+            name=name or username,
+            host=dovecot.host,
+            username=username,
+            password=Secret(password or real_password, "test"),
+            port=port or dovecot.port,
+            security=security,
+            folders=tuple(folders),
+            owner=owner,
+            address=address,
+            tls_ca_file=tls_ca_file,
+            timeout_seconds=10.0,
+        )
+
+    return make
+
+
+def make_settings(
+    *mailboxes: MailboxSettings,
+    domains: Sequence[str] = (TEAM_DOMAIN,),
+    db_url: str = "sqlite://",
+    **matching: object,
+) -> Settings:
+    from threadline.config import DatabaseSettings
+
+    return Settings(
+        source="test",
+        database=DatabaseSettings(url=db_url),
+        team=TeamSettings(domains=tuple(domains)),
+        matching=MatchingSettings(**matching),  # type: ignore[arg-type]
+        mailboxes=tuple(mailboxes),
+    )
