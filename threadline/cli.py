@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -167,8 +169,193 @@ def cmd_export(ctx: Context) -> int:
 def cmd_demo(ctx: Context) -> int:
     from threadline.demo import seed_demo
 
-    seed_demo(ctx.sessions(), now=now(), out=sys.stdout, only_if_empty=ctx.args.if_empty)
+    seed_demo(
+        ctx.sessions(), now=now(), out=sys.stdout, only_if_empty=ctx.args.if_empty, settings=ctx.settings
+    )
     return EXIT_OK
+
+
+# ---- alerts (owned by the alerts feature) ----------------------------------------------------------------
+
+
+def cmd_alerts(ctx: Context) -> int:
+    import json
+
+    from daemon.alerts import run_scan
+
+    if not ctx.args.once:
+        raise UsageError(
+            "alerts run on schedule inside `threadline daemon`; use `threadline alerts --once` to scan now"
+        )
+    result = run_scan(ctx.settings, ctx.sessions(), now=now())
+    if ctx.args.json:
+        print(json.dumps(result.as_dict(), sort_keys=True))
+    else:
+        print(f"alerts: {result.summary()}")
+        for error in result.errors:
+            print(f"threadline: alerts: {error}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+# ---- end of alerts -------------------------------------------------------------------------------------
+
+
+# ---- admin panel (owned by the admin feature) ----------------------------------------------------------
+
+
+def cmd_admin(ctx: Context) -> int:
+    import signal
+    import threading
+
+    from admin.app import create_app, serve
+
+    host = ctx.args.host or ctx.settings.admin.host
+    port = ctx.args.port if ctx.args.port is not None else ctx.settings.admin.port
+    app = create_app(ctx.settings, ctx.sessions())
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        serve(
+            app,
+            host,
+            port,
+            threads=ctx.settings.admin.threads,
+            stop_event=stop,
+            on_ready=lambda h, p: print(f"admin panel on http://{h}:{p}/ (Ctrl-C to stop)", flush=True),
+        )
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    print("admin panel stopped")
+    return EXIT_OK
+
+
+# ---- end of admin panel --------------------------------------------------------------------------------
+
+
+# ---- email sync (owned by the sync feature) ------------------------------------------------------------
+
+
+def cmd_sync(ctx: Context) -> int:
+    import json
+    import signal
+    import threading
+
+    from daemon.sync import sync_mailbox
+
+    if not ctx.args.once:
+        raise UsageError(
+            "`threadline sync` runs one pass and needs --once; the long-running sync is `threadline daemon`"
+        )
+    settings = ctx.settings
+    mailboxes = [settings.mailbox(ctx.args.mailbox)] if ctx.args.mailbox else list(settings.mailboxes)
+    if not mailboxes:
+        raise UsageError(f"no [[mailboxes]] configured in {settings.source}: nothing to sync")
+    sessions = ctx.sessions()
+    stop = threading.Event()
+    # SIGTERM finishes the batch in progress and commits it instead of throwing it away
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    failed = False
+    for mailbox in mailboxes:
+        if stop.is_set():
+            break
+        result = sync_mailbox(settings, mailbox, sessions, now_fn=now, stop=stop)
+        failed = failed or result.error is not None
+        print(json.dumps(result.as_json()) if ctx.args.json else result.summary(), flush=True)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_import_mbox(ctx: Context) -> int:
+    from daemon.mbox import MboxError, import_mbox
+
+    mailbox = ctx.settings.mailbox(ctx.args.mailbox)
+    path = Path(ctx.args.file)
+    if not path.is_file():
+        raise CommandError(f"{path}: no such file")
+    sessions = ctx.sessions()
+    try:
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task(f"importing {path.name}", total=None)
+                result = import_mbox(
+                    ctx.settings, mailbox, sessions, path, now_fn=now,
+                    progress=lambda done, total: bar.update(task, completed=done, total=total),
+                )  # fmt: skip
+        else:
+            result = import_mbox(ctx.settings, mailbox, sessions, path, now_fn=now)
+    except MboxError as exc:
+        raise CommandError(str(exc)) from None
+    print(
+        f"{path.name} into {mailbox.name}: {result.new} messages, {result.logged} logged "
+        f"({result.duplicates} already logged), {result.contacts_created} contacts created, "
+        f"{result.skipped} skipped, {result.quarantined} quarantined in {result.seconds:.1f} s"
+    )
+    return EXIT_OK
+
+
+# ---- end of email sync ---------------------------------------------------------------------------------
+
+
+# ---- long-running processes ----------------------------------------------------------------------------
+
+
+def _stop_on_signals() -> threading.Event:
+    """An Event set by SIGINT or SIGTERM: loops finish their batch, commit and return."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def cmd_daemon(ctx: Context) -> int:
+    from daemon.service import Daemon
+
+    sessions = ctx.sessions()
+    return Daemon(ctx.settings, sessions, stop=_stop_on_signals()).run()
+
+
+def cmd_run(ctx: Context) -> int:
+    """The admin panel and the daemon in one process: what `make run` ends in."""
+    from admin.app import create_app, serve
+    from daemon.service import Daemon
+
+    settings = ctx.settings
+    sessions = ctx.sessions()
+    stop = _stop_on_signals()
+    host = ctx.args.host or settings.admin.host
+    port = ctx.args.port if ctx.args.port is not None else settings.admin.port
+    app = create_app(settings, sessions)
+    daemon = Daemon(settings, sessions, stop=stop)
+    worker = threading.Thread(target=daemon.run, name="threadline-daemon")
+    worker.start()
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        print(f"Threadline is running: open http://{bound_host}:{bound_port}/ (Ctrl-C to stop)", flush=True)
+        if not settings.mailboxes:
+            print(f"No mailboxes configured yet: add [[mailboxes]] to {_config_hint(settings)} (see README)")
+
+    try:
+        serve(app, host, port, threads=settings.admin.threads, stop_event=stop, on_ready=ready)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        stop.set()
+        worker.join()
+    print("Threadline stopped")
+    return EXIT_OK
+
+
+def _config_hint(settings: Settings) -> str:
+    return settings.source if settings.source != "built-in defaults" else "threadline.toml"
 
 
 # ---- parser ---------------------------------------------------------------------------------------------
@@ -184,8 +371,12 @@ Handler = Callable[[Context], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="threadline", description="Threadline: the CRM that fills itself from your inboxes.")
-    parser.add_argument("--config", metavar="PATH", help="config file (default: $THREADLINE_CONFIG or ./threadline.toml)")
+    parser = _Parser(
+        prog="threadline", description="Threadline: the CRM that fills itself from your inboxes."
+    )
+    parser.add_argument(
+        "--config", metavar="PATH", help="config file (default: $THREADLINE_CONFIG or ./threadline.toml)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
@@ -201,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     down = add(db, "downgrade", cmd_db_downgrade, "migrate the schema back (for rolling back an upgrade)")
     down.add_argument("revision", help="target revision, or 'base' to drop everything")
 
-    user = commands.add_parser("user", help="staff accounts").add_subparsers(dest="user_command", metavar="ACTION")
+    user = commands.add_parser("user", help="staff accounts").add_subparsers(
+        dest="user_command", metavar="ACTION"
+    )
     user.required = True
     user_add = add(user, "add", cmd_user_add, "add a staff member")
     user_add.add_argument("email")
@@ -209,9 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     user_add.add_argument("--role", required=True, choices=["admin", "manager", "rep"])
     user_add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
 
-    imports = commands.add_parser("import", help="bring data in").add_subparsers(dest="import_command", metavar="WHAT")
+    imports = commands.add_parser("import", help="bring data in").add_subparsers(
+        dest="import_command", metavar="WHAT"
+    )
     imports.required = True
-    add(imports, "contacts", cmd_import_contacts, "import or update contacts from a CSV file").add_argument("file")
+    add(imports, "contacts", cmd_import_contacts, "import or update contacts from a CSV file").add_argument(
+        "file"
+    )
     add(imports, "deals", cmd_import_deals, "import deals from a CSV file").add_argument("file")
 
     export = add(commands, "export", cmd_export, "write records to stdout as JSON lines or CSV")
@@ -219,7 +416,39 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
 
     demo = add(commands, "demo", cmd_demo, "seed a realistic demo dataset and print the demo logins")
-    demo.add_argument("--if-empty", action="store_true", help="do nothing when the database already has deals")
+    demo.add_argument(
+        "--if-empty", action="store_true", help="do nothing when the database already has deals"
+    )
+
+    # alerts feature
+    alerts = add(
+        commands,
+        "alerts",
+        cmd_alerts,
+        "scan for stalled deals, overdue tasks and waiting leads; email owners",
+    )
+    alerts.add_argument("--once", action="store_true", help="run one scan now and exit")
+    alerts.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    # admin panel feature
+    admin = add(commands, "admin", cmd_admin, "serve the admin panel (waitress) until interrupted")
+    admin.add_argument("--host", help="address to listen on (default: [admin] host, 127.0.0.1)")
+    admin.add_argument("--port", type=int, help="port to listen on (default: [admin] port, 8000)")
+
+    # email sync feature
+    sync = add(commands, "sync", cmd_sync, "fetch new mail from the configured mailboxes and file it")
+    sync.add_argument("--once", action="store_true", help="one pass over every mailbox, then exit")
+    sync.add_argument("--mailbox", metavar="NAME", help="only this mailbox")
+    sync.add_argument("--json", action="store_true", help="one JSON object per mailbox instead of a line")
+    mbox = add(imports, "mbox", cmd_import_mbox, "backfill an mbox export through the sync's pipeline")
+    mbox.add_argument("file")
+    mbox.add_argument("--mailbox", metavar="NAME", required=True, help="the [[mailboxes]] entry it is from")
+
+    # long-running processes
+    add(commands, "daemon", cmd_daemon, "sync every mailbox continuously and run the alert schedule")
+    run = add(commands, "run", cmd_run, "serve the admin panel and run the daemon together")
+    run.add_argument("--host", help="address to listen on (default: [admin] host, 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port to listen on (default: [admin] port, 8000)")
 
     return parser
 
