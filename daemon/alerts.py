@@ -1,0 +1,595 @@
+"""The alert scan: rules -> recorded notifications -> one digest email per owner over SMTP; its schedule.
+
+This module owns the SMTP world (smtplib) and the scan's lock; the rules and the exactly-once bookkeeping
+live in models.rules and models.notifications.
+
+One scan:
+1. takes the scan lock (PostgreSQL: a session-level `pg_try_advisory_lock` on a dedicated connection; SQLite:
+   an exclusive `flock` on a file beside the database file), so only one process scans at a time; the other
+   returns "skipped: another scan is running";
+2. decides: runs the rules and records each alert with its idempotency key in one transaction
+   (insert-or-ignore on the unique key, so even without the lock nothing is decided twice);
+3. sends: per owner, reads the unsent notifications, sends one digest (plain text + HTML), then marks them
+   sent in a short transaction. An SMTP failure marks them with `last_error` and leaves them unsent: the next
+   run (or the retry job every 15 minutes) sends them. A crash between the SMTP server accepting a digest and
+   the mark-sent commit can at worst send that digest once more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import html
+import logging
+import re
+import smtplib
+import ssl
+import zoneinfo
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, make_msgid
+from pathlib import Path
+from typing import Any
+
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import transaction
+from models.notifications import (
+    KIND_OVERDUE_TASK,
+    KIND_STALLED_DEAL,
+    KIND_WAITING_LEAD,
+    AlertPolicy,
+    PendingNotification,
+    Recipient,
+    claim_unsent,
+    decide_notifications,
+    mark_failed,
+    mark_sent,
+    parse_stamp,
+    recipients_with_unsent,
+)
+from threadline.config import AlertSettings, Settings, SmtpSettings
+
+log = logging.getLogger("threadline.alerts")
+
+# An arbitrary constant shared by every Threadline process: the advisory lock's identity on PostgreSQL.
+ADVISORY_LOCK_KEY = 0x74686C616C657274  # "thlalert"
+RETRY_EVERY = timedelta(minutes=15)
+SKIPPED_BUSY = "another scan is running"
+
+
+def deal_url(base_url: str, deal_id: int) -> str:
+    """The admin panel's page for a deal (the one route the digest links to)."""
+    return f"{base_url.rstrip('/')}/admin/deal/details/?id={deal_id}"
+
+
+def contact_url(base_url: str, contact_id: int) -> str:
+    return f"{base_url.rstrip('/')}/admin/contact/details/?id={contact_id}"
+
+
+def policy_from_settings(alerts: AlertSettings) -> AlertPolicy:
+    return AlertPolicy(
+        stall_days=alerts.stall_days,
+        lead_window_days=alerts.lead_window_days,
+        lead_response_hours=alerts.lead_response_hours,
+        remind_every_days=alerts.remind_every_days,
+        create_tasks=alerts.create_tasks,
+    )
+
+
+@dataclass
+class ScanResult:
+    """What one scan (or retry) did; `ok` is False when some digest could not be sent."""
+
+    skipped: str | None = None
+    decided: int = 0
+    tasks_created: int = 0
+    digests_sent: int = 0
+    digests_failed: int = 0
+    notifications_sent: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.digests_failed == 0
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"skipped: {self.skipped}"
+        text_ = (
+            f"{self.decided} notifications decided, "
+            f"{self.digests_sent} digests sent ({self.notifications_sent} notifications), "
+            f"{self.digests_failed} digests failed"
+        )
+        if self.tasks_created:
+            text_ += f", {self.tasks_created} follow-up tasks created"
+        return text_
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+# ---- the scan lock ----------------------------------------------------------------------------------------
+
+
+def _engine_of(sessions: sessionmaker[Session]) -> Engine:
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("the sessionmaker must be bound to an Engine")
+    return bind
+
+
+@contextlib.contextmanager
+def scan_lock(engine: Engine) -> Iterator[bool]:
+    """Try to become the one process scanning; yields whether this process got the lock (never waits)."""
+    if engine.dialect.name == "postgresql":
+        # Session-level, on a connection of its own in autocommit: held across the scan's many short
+        # transactions, released by the server if this process dies.
+        with engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            got = bool(
+                conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar()
+            )
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
+        return
+    database = engine.url.database or ""
+    if not database or database == ":memory:":
+        # A private in-memory database cannot be shared with another process: nothing to exclude.
+        yield True
+        return
+    # SQLite has no advisory locks; an exclusive flock on a file beside the database excludes other
+    # processes and threads (each opens its own file description) and dies with the process.
+    path = Path(f"{Path(database).expanduser()}.alerts-lock")
+    with path.open("a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+# ---- the scan ---------------------------------------------------------------------------------------------
+
+
+def run_scan(
+    settings: Settings, sessions: sessionmaker[Session], *, now: datetime, send: bool = True
+) -> ScanResult:
+    """One alert scan at `now`: decide new notifications, then send each owner's unsent ones as one digest."""
+    if not settings.alerts.enabled:
+        return ScanResult(skipped="alerts are disabled ([alerts] enabled = false)")
+    with scan_lock(_engine_of(sessions)) as acquired:
+        if not acquired:
+            log.info("alert scan skipped: %s", SKIPPED_BUSY)
+            return ScanResult(skipped=SKIPPED_BUSY)
+        result = ScanResult()
+        with transaction(sessions) as session:
+            decided = decide_notifications(session, now=now, policy=policy_from_settings(settings.alerts))
+        result.decided, result.tasks_created = len(decided.decided), decided.tasks_created
+        if send:
+            _send_pending(settings, sessions, now=now, result=result)
+    log.info("alert scan: %s", result.summary())
+    return result
+
+
+def retry_unsent(settings: Settings, sessions: sessionmaker[Session], *, now: datetime) -> ScanResult:
+    """Send notifications left unsent by an earlier failure, deciding nothing new."""
+    if not settings.alerts.enabled:
+        return ScanResult(skipped="alerts are disabled ([alerts] enabled = false)")
+    with scan_lock(_engine_of(sessions)) as acquired:
+        if not acquired:
+            return ScanResult(skipped=SKIPPED_BUSY)
+        result = ScanResult()
+        _send_pending(settings, sessions, now=now, result=result)
+    if result.digests_sent or result.digests_failed:
+        log.info("alert retry: %s", result.summary())
+    return result
+
+
+def _send_pending(
+    settings: Settings, sessions: sessionmaker[Session], *, now: datetime, result: ScanResult
+) -> None:
+    with transaction(sessions, write=False) as session:
+        recipients = recipients_with_unsent(session)
+    if not recipients:
+        return
+    smtp = settings.smtp
+    mailer: SmtpMailer | None = None
+    broken: str | None = None if smtp.configured else "email not sent: [smtp] host is not configured"
+    try:
+        for recipient in recipients:
+            with transaction(sessions, write=False) as session:
+                pending = claim_unsent(session, recipient.user_id)
+            if not pending:
+                continue
+            error = broken
+            if error is None:
+                try:
+                    if mailer is None:
+                        mailer = SmtpMailer(smtp)
+                        mailer.open()
+                    mailer.send(build_digest(settings, recipient, pending, now=now))
+                except (
+                    smtplib.SMTPRecipientsRefused,
+                    smtplib.SMTPSenderRefused,
+                    smtplib.SMTPDataError,
+                ) as exc:
+                    where = f"SMTP {smtp.host}:{smtp.port}"
+                    error = f"{where} refused the digest for {recipient.email}: {smtp_reason(exc)}"
+                except (smtplib.SMTPException, OSError) as exc:
+                    # The connection itself failed: the remaining owners would fail the same way, without
+                    # waiting out a timeout each.
+                    error = broken = f"SMTP {smtp.host}:{smtp.port}: {smtp_reason(exc)}"
+                    if mailer is not None:
+                        mailer.close()
+                        mailer = None
+            ids = [p.id for p in pending]
+            if error is None:
+                with transaction(sessions) as session:
+                    result.notifications_sent += mark_sent(session, ids, now=now)
+                result.digests_sent += 1
+            else:
+                with transaction(sessions) as session:
+                    mark_failed(session, ids, error=error)
+                result.digests_failed += 1
+                if error not in result.errors:
+                    result.errors.append(error)
+                log.warning("alert digest for %s not sent: %s", recipient.email, error)
+    finally:
+        if mailer is not None:
+            mailer.close()
+
+
+# ---- SMTP -------------------------------------------------------------------------------------------------
+
+
+def smtp_reason(exc: BaseException) -> str:
+    """One line saying why SMTP failed (server replies decoded; never the password)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        parts = [f"{addr}: {code} {_decode(msg)}" for addr, (code, msg) in exc.recipients.items()]
+        return "recipient refused: " + "; ".join(parts)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{exc.smtp_code} {_decode(exc.smtp_error)}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text_ = str(exc).strip() or type(exc).__name__
+    return text_.splitlines()[0]
+
+
+def _decode(value: bytes | str) -> str:
+    return (
+        (value.decode("utf-8", "replace") if isinstance(value, bytes) else value).strip().replace("\n", " ")
+    )
+
+
+class SmtpMailer:
+    """One SMTP connection for a run's digests: TLS verified by default, password from a Secret."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._client: smtplib.SMTP | None = None
+
+    def open(self) -> None:
+        s = self.settings
+        context = ssl.create_default_context(cafile=s.tls_ca_file) if s.security != "none" else None
+        client: smtplib.SMTP
+        if s.security == "ssl":
+            client = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_seconds, context=context)
+        else:
+            client = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds)
+        try:
+            client.ehlo()
+            if s.security == "starttls":
+                client.starttls(context=context)
+                client.ehlo()
+            if s.username:
+                if s.password is None:
+                    raise smtplib.SMTPException("[smtp] username is set but no password (password_env/_file)")
+                client.login(s.username, s.password.reveal())
+        except BaseException:
+            client.close()
+            raise
+        self._client = client
+
+    def send(self, message: EmailMessage) -> None:
+        if self._client is None:
+            raise smtplib.SMTPServerDisconnected("not connected")
+        self._client.send_message(message)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        finally:
+            client.close()
+
+
+# ---- the digest -------------------------------------------------------------------------------------------
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _latest_per_subject(pending: Sequence[PendingNotification]) -> list[PendingNotification]:
+    """One line per deal/task/lead even if an earlier failure left several reminders about it unsent."""
+    latest: dict[tuple[str, int | None], PendingNotification] = {}
+    for item in pending:
+        latest[item.subject_key] = item
+    return sorted(latest.values(), key=lambda p: (p.created_at, p.id))
+
+
+def _parse_time(value: object) -> datetime | None:
+    try:
+        return parse_stamp(value)
+    except ValueError:
+        return None
+
+
+def _money(detail: dict[str, Any]) -> str:
+    try:
+        amount = Decimal(int(detail.get("value_cents") or 0)) / 100
+    except (ArithmeticError, TypeError, ValueError):
+        amount = Decimal(0)
+    return f"{detail.get('currency') or ''} {amount:,.2f}".strip()
+
+
+@dataclass(frozen=True)
+class DigestLine:
+    """One alert in a digest, already worded; the text and HTML parts are two renderings of these."""
+
+    kind: str
+    title: str
+    facts: tuple[str, ...]
+    url: str | None
+
+
+def digest_lines(
+    pending: Sequence[PendingNotification], *, base_url: str, now: datetime, timezone: str
+) -> list[DigestLine]:
+    tz = zoneinfo.ZoneInfo(timezone)
+
+    def day(value: datetime | None) -> str:
+        return value.astimezone(tz).strftime("%Y-%m-%d") if value else "never"
+
+    def minute(value: datetime | None) -> str:
+        return value.astimezone(tz).strftime("%Y-%m-%d %H:%M") if value else "?"
+
+    lines = []
+    for item in _latest_per_subject(pending):
+        d = item.detail
+        if item.kind == KIND_STALLED_DEAL:
+            since = _parse_time(d.get("stalled_since"))
+            days = (now - since).days if since else 0
+            lines.append(
+                DigestLine(
+                    kind=item.kind,
+                    title=str(d.get("deal_title") or item.title),
+                    facts=(
+                        f"stage {d.get('stage')}",
+                        f"stalled {_plural(days, 'day')}",
+                        f"last activity {day(_parse_time(d.get('last_activity_at')))}",
+                        f"value {_money(d)}",
+                    ),
+                    url=deal_url(base_url, item.deal_id) if item.deal_id else None,
+                )
+            )
+        elif item.kind == KIND_OVERDUE_TASK:
+            due = _parse_time(d.get("due_at"))
+            facts = [f"due {minute(due)}"]
+            if due:
+                facts.append(
+                    f"{_plural((now - due).days, 'day')} overdue"
+                    if now - due >= timedelta(days=1)
+                    else "overdue"
+                )
+            if d.get("deal_title"):
+                facts.append(f"deal {d['deal_title']}")
+            if d.get("contact_name"):
+                facts.append(f"contact {d['contact_name']}")
+            url = deal_url(base_url, item.deal_id) if item.deal_id else None
+            if url is None and item.contact_id:
+                url = contact_url(base_url, item.contact_id)
+            lines.append(
+                DigestLine(
+                    kind=item.kind, title=str(d.get("task_title") or item.title), facts=tuple(facts), url=url
+                )
+            )
+        elif item.kind == KIND_WAITING_LEAD:
+            created = _parse_time(d.get("created_at"))
+            hours = int((now - created).total_seconds() // 3600) if created else 0
+            name = str(d.get("contact_name") or item.title)
+            title = f"{name} <{d['email']}>" if d.get("email") else name
+            lines.append(
+                DigestLine(
+                    kind=item.kind,
+                    title=title,
+                    facts=(f"created {minute(created)}", f"{_plural(hours, 'hour')} without a first contact"),
+                    url=contact_url(base_url, item.contact_id) if item.contact_id else None,
+                )
+            )
+    return lines
+
+
+_SECTIONS = (
+    (KIND_STALLED_DEAL, "Stalled deals", "stalled deal"),
+    (KIND_OVERDUE_TASK, "Overdue tasks", "overdue task"),
+    (KIND_WAITING_LEAD, "Waiting leads", "waiting lead"),
+)
+
+
+def build_digest(
+    settings: Settings, recipient: Recipient, pending: Sequence[PendingNotification], *, now: datetime
+) -> EmailMessage:
+    """The owner's digest: subject counting the alerts, plain-text and HTML parts with links to the deals."""
+    lines = digest_lines(pending, base_url=settings.smtp.base_url, now=now, timezone=settings.team.timezone)
+    counts = [
+        (kind, title, _plural(sum(1 for line in lines if line.kind == kind), noun))
+        for kind, title, noun in _SECTIONS
+    ]
+    present = [(kind, title, count) for kind, title, count in counts if not count.startswith("0 ")]
+    summary = ", ".join(count for _, _, count in present)
+
+    text_parts = [f"Hello {recipient.name},", "", f"Threadline needs your attention on: {summary}.", ""]
+    html_parts = [
+        '<html><body style="font-family: sans-serif">',
+        f"<p>Hello {html.escape(recipient.name)},</p>",
+        f"<p>Threadline needs your attention on: {html.escape(summary)}.</p>",
+    ]
+    for kind, title, _count in present:
+        text_parts.append(title)
+        text_parts.append("-" * len(title))
+        html_parts.append(f"<h2>{html.escape(title)}</h2><ul>")
+        for line in (line for line in lines if line.kind == kind):
+            text_parts.append(f"* {line.title}: {', '.join(line.facts)}")
+            if line.url:
+                text_parts.append(f"  {line.url}")
+            name = html.escape(line.title)
+            if line.url:
+                name = f'<a href="{html.escape(line.url, quote=True)}">{name}</a>'
+            html_parts.append(f"<li>{name}: {html.escape(', '.join(line.facts))}</li>")
+        text_parts.append("")
+        html_parts.append("</ul>")
+    footer = (
+        "You get this digest because these records are yours in Threadline. A deal can be muted, and an "
+        "admin can turn alerts off for your account."
+    )
+    text_parts += ["-- ", footer, ""]
+    html_parts += [
+        f'<hr><p style="color: #666; font-size: small">{html.escape(footer)}</p>',
+        "</body></html>",
+    ]
+
+    message = EmailMessage()
+    message["Subject"] = f"Threadline: {summary}"
+    message["From"] = settings.smtp.from_address
+    message["To"] = formataddr((recipient.name, recipient.email))
+    message["Date"] = format_datetime(now)
+    domain = settings.smtp.from_address.rpartition("@")[2] or "threadline.local"
+    message["Message-ID"] = make_msgid("threadline-alerts", domain=domain)
+    # RFC 3834: tells vacation responders not to answer a machine.
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content("\n".join(text_parts))
+    message.add_alternative("\n".join(html_parts), subtype="html")
+    return message
+
+
+# ---- schedule ---------------------------------------------------------------------------------------------
+
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _standard_weekdays(field_: str) -> str:
+    """Crontab weekday numbers (0 or 7 = Sunday) as names: APScheduler 3 counts 0 as Monday."""
+    parts = []
+    for part in field_.split(","):
+        base, slash, step = part.partition("/")
+        bounds = re.fullmatch(r"(\d)(?:-(\d))?", base)
+        if bounds is None:
+            parts.append(part)
+            continue
+        first = int(bounds.group(1))
+        last = int(bounds.group(2)) if bounds.group(2) else (7 if slash else first)
+        if first > 7 or last > 7 or first > last:
+            raise ValueError(f"bad day-of-week {part!r}")
+        days = range(first, last + 1, int(step) if slash else 1)
+        parts.extend(_CRON_DAYS[d] for d in days)
+    return ",".join(dict.fromkeys(parts))
+
+
+def cron_trigger(expression: str, timezone: str) -> CronTrigger:
+    """A trigger from a crontab expression (minute hour day month weekday) in the team's time zone.
+
+    Six fields (a leading seconds field) are accepted too, for tests and for whoever needs that precision.
+    """
+    fields = expression.split()
+    if len(fields) == 5:
+        fields = ["0", *fields]
+    if len(fields) != 6:
+        raise ValueError(f"expected a cron expression with 5 fields (or 6 with seconds), got {expression!r}")
+    second, minute, hour, day, month, weekday = fields
+    return CronTrigger(
+        second=second,
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=_standard_weekdays(weekday),
+        timezone=zoneinfo.ZoneInfo(timezone),
+    )
+
+
+def scheduled_scan(
+    settings: Settings, sessions: sessionmaker[Session], now_fn: Callable[[], datetime]
+) -> None:
+    """The scheduler's job: never raises (a failed run is logged; the next run and the retry job go on)."""
+    try:
+        run_scan(settings, sessions, now=now_fn())
+    except Exception:
+        log.exception("alert scan failed")
+
+
+def scheduled_retry(
+    settings: Settings, sessions: sessionmaker[Session], now_fn: Callable[[], datetime]
+) -> None:
+    try:
+        retry_unsent(settings, sessions, now=now_fn())
+    except Exception:
+        log.exception("alert retry failed")
+
+
+def schedule_alerts(
+    scheduler: Any,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    now_fn: Callable[[], datetime],
+    *,
+    retry_every: timedelta = RETRY_EVERY,
+) -> None:
+    """Add the alert jobs to an APScheduler 3 scheduler: the scan on `[alerts] schedule`, and the retry job.
+
+    coalesce + max_instances=1: a late or overlapping run is one run; misfire_grace_time: a daemon that was
+    down at 08:00 and is back within the hour still sends the morning digest.
+    """
+    if not settings.alerts.enabled:
+        log.info("alerts are disabled ([alerts] enabled = false): no alert jobs scheduled")
+        return
+    args = (settings, sessions, now_fn)
+    options: dict[str, Any] = {"coalesce": True, "max_instances": 1, "replace_existing": True}
+    scheduler.add_job(
+        scheduled_scan,
+        cron_trigger(settings.alerts.schedule, settings.team.timezone),
+        args=args,
+        id="alerts",
+        name="alert scan",
+        misfire_grace_time=3600,
+        **options,
+    )
+    scheduler.add_job(
+        scheduled_retry,
+        IntervalTrigger(
+            seconds=retry_every.total_seconds(), timezone=zoneinfo.ZoneInfo(settings.team.timezone)
+        ),
+        args=args,
+        id="alerts-retry",
+        name="alert retry",
+        misfire_grace_time=int(retry_every.total_seconds()),
+        **options,
+    )
