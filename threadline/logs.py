@@ -18,5 +18,12 @@ def configure_logging(level: str = "INFO") -> None:
     handler._threadline = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("mailparser", "imapclient", "waitress.queue", "apscheduler.executors.default"):
+    for noisy in (
+        "alembic",
+        "mailparser",
+        "imapclient",
+        "waitress.queue",
+        "apscheduler.executors.default",
+        "apscheduler.scheduler",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
