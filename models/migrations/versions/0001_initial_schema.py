@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 08:41:23.004167
+Create Date: 2026-11-23 09:25:56.293295
 """
 
 from collections.abc import Sequence
@@ -293,6 +293,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("content_key", name=op.f("uq_activities_content_key")),
     )
     with op.batch_alter_table("activities", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_activities_author_id_kind_occurred_at", ["author_id", "kind", "occurred_at"], unique=False
+        )
         batch_op.create_index(
             "ix_activities_author_id_occurred_at", ["author_id", "occurred_at"], unique=False
         )
@@ -589,6 +592,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_activities_deal_id_occurred_at")
         batch_op.drop_index("ix_activities_company_id_occurred_at")
         batch_op.drop_index("ix_activities_author_id_occurred_at")
+        batch_op.drop_index("ix_activities_author_id_kind_occurred_at")
 
     op.drop_table("activities")
     with op.batch_alter_table("deals", schema=None) as batch_op:
