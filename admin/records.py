@@ -81,9 +81,15 @@ class RecordsView(GuardedView):
         contact = session.get(Contact, record_id, options=[selectinload(Contact.emails)])
         if contact is None:
             abort(404)
-        where = Activity.id.in_(
-            select(activity_contacts.c.activity_id).where(activity_contacts.c.contact_id == contact.id)
+        # Collect the contact's activity ids first: without the fence PostgreSQL walks the whole
+        # occurred_at index backwards looking for a busy contact's rows (1.6 s instead of 30 ms at 1M rows).
+        mine = (
+            select(activity_contacts.c.activity_id)
+            .where(activity_contacts.c.contact_id == contact.id)
+            .cte("contact_activities")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
         )
+        where = Activity.id.in_(select(mine.c.activity_id))
         tasks = session.scalars(
             select(Task).where(Task.contact_id == contact.id).order_by(Task.done_at.is_not(None), Task.due_at)
         ).all()

@@ -66,11 +66,11 @@ SKIPPED_BUSY = "another scan is running"
 
 def deal_url(base_url: str, deal_id: int) -> str:
     """The admin panel's page for a deal (the one route the digest links to)."""
-    return f"{base_url.rstrip('/')}/admin/deal/details/?id={deal_id}"
+    return f"{base_url.rstrip('/')}/admin/records/deal/{deal_id}"
 
 
 def contact_url(base_url: str, contact_id: int) -> str:
-    return f"{base_url.rstrip('/')}/admin/contact/details/?id={contact_id}"
+    return f"{base_url.rstrip('/')}/admin/records/contact/{contact_id}"
 
 
 def policy_from_settings(alerts: AlertSettings) -> AlertPolicy:
@@ -428,6 +428,9 @@ def digest_lines(
     return lines
 
 
+# Alerts listed per section of one digest; the subject still counts them all.
+DIGEST_SECTION_LIMIT = 25
+
 _SECTIONS = (
     (KIND_STALLED_DEAL, "Stalled deals", "stalled deal"),
     (KIND_OVERDUE_TASK, "Overdue tasks", "overdue task"),
@@ -453,11 +456,13 @@ def build_digest(
         f"<p>Hello {html.escape(recipient.name)},</p>",
         f"<p>Threadline needs your attention on: {html.escape(summary)}.</p>",
     ]
+    all_alerts_url = f"{settings.smtp.base_url}/admin/notifications/"
     for kind, title, _count in present:
         text_parts.append(title)
         text_parts.append("-" * len(title))
         html_parts.append(f"<h2>{html.escape(title)}</h2><ul>")
-        for line in (line for line in lines if line.kind == kind):
+        section = [line for line in lines if line.kind == kind]
+        for line in section[:DIGEST_SECTION_LIMIT]:
             text_parts.append(f"* {line.title}: {', '.join(line.facts)}")
             if line.url:
                 text_parts.append(f"  {line.url}")
@@ -465,6 +470,12 @@ def build_digest(
             if line.url:
                 name = f'<a href="{html.escape(line.url, quote=True)}">{name}</a>'
             html_parts.append(f"<li>{name}: {html.escape(', '.join(line.facts))}</li>")
+        hidden = len(section) - DIGEST_SECTION_LIMIT
+        if hidden > 0:
+            # a digest is read, not scrolled: the rest waits in the panel's list
+            more = f"and {hidden} more in Threadline"
+            text_parts.append(f"* {more}: {all_alerts_url}")
+            html_parts.append(f'<li><a href="{html.escape(all_alerts_url, quote=True)}">{more}</a></li>')
         text_parts.append("")
         html_parts.append("</ul>")
     footer = (

@@ -181,3 +181,19 @@ def test_quarantined_message_downloads_as_raw_bytes_never_rendered(app, session,
     assert download.data == raw
     assert download.headers["Content-Type"] == "application/octet-stream"
     assert download.headers["Content-Disposition"] == f"attachment; filename=quarantine-{row.id}.eml"
+
+
+@sqlite_only
+def test_links_in_alert_digests_open_the_deal_and_contact_pages(
+    app, session, make_user, make_deal, make_contact, login
+):
+    from daemon.alerts import contact_url, deal_url
+
+    owner = make_user(role="rep")
+    deal = make_deal(title="Acme renewal", owner=owner)
+    contact = make_contact(name="Lena Lead", owner=owner)
+    browser = login(owner)
+    deal_page = browser.get(deal_url("", deal.id))
+    contact_page = browser.get(contact_url("", contact.id))
+    assert deal_page.status_code == 200 and "Acme renewal" in deal_page.text
+    assert contact_page.status_code == 200 and "Lena Lead" in contact_page.text

@@ -78,7 +78,7 @@ def test_owner_gets_one_digest_with_deals_tasks_and_leads(
     assert mail.message["From"] == "alerts@team.example"
     assert mail.message["Subject"] == "Threadline: 1 stalled deal, 1 overdue task, 1 waiting lead"
     link = deal_url(BASE_URL, deal.id)
-    assert link == f"{BASE_URL}/admin/deal/details/?id={deal.id}"
+    assert link == f"{BASE_URL}/admin/records/deal/{deal.id}"
     text = mail.text
     assert (
         f"* Acme renewal: stage Proposal, stalled 20 days, last activity {(now - 20 * DAY):%Y-%m-%d}, "
@@ -374,3 +374,21 @@ def test_alerts_once_exits_1_when_smtp_is_down(db, smtp_server, make_user, make_
     smtp_server.start()
     assert main(["--config", str(config), "alerts", "--once"]) == 0
     assert len(smtp_server.wait_for(1)) == 1
+
+
+def test_a_long_digest_lists_the_first_alerts_and_links_to_the_rest(
+    db, session, smtp_server, make_user, make_deal, now
+):
+    from daemon.alerts import DIGEST_SECTION_LIMIT
+
+    owner = make_user("busy@team.example", name="Busy Owner")
+    for n in range(DIGEST_SECTION_LIMIT + 5):
+        make_deal(title=f"Old deal {n:02d}", owner=owner, created_at=now - 30 * DAY)
+
+    run_scan(settings_for(smtp_server), db.sessions, now=now)
+
+    [mail] = smtp_server.wait_for(1)
+    assert mail.message["Subject"] == f"Threadline: {DIGEST_SECTION_LIMIT + 5} stalled deals"
+    assert mail.text.count("* Old deal") == DIGEST_SECTION_LIMIT
+    assert f"* and 5 more in Threadline: {BASE_URL}/admin/notifications/" in mail.text
+    assert "and 5 more in Threadline</a>" in mail.html
