@@ -23,7 +23,8 @@ from werkzeug.wrappers import Response as BaseResponse
 from admin import auth
 from admin.app import db, now
 from admin.views import GuardedView, expose, fmt_datetime, fmt_money, local_naive_to_utc
-from models.activities import MANUAL_KINDS, complete_task, create_task, log_activity, touch
+from models import email_log
+from models.activities import MANUAL_KINDS, complete_task, create_task, log_activity
 from models.deals import move_deal_to_stage
 from models.errors import DomainError
 from models.schema import (
@@ -380,9 +381,5 @@ def candidate_deals(activity: Activity) -> list[Deal]:
 
 
 def link_email_to_deal(activity: Activity, deal: Deal) -> None:
-    """File an email on the deal a person chose; the review flag is cleared and the deal counts as touched."""
-    activity.deal = deal
-    activity.needs_deal_review = False
-    if activity.company_id is None:
-        activity.company_id = deal.company_id
-    touch([deal], activity.occurred_at)
+    """File an email on the deal a person chose (the rule lives in models.email_log)."""
+    email_log.link_email_to_deal(db(), activity, deal, now=now(), by=auth.user())

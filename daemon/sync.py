@@ -5,8 +5,9 @@ anything to do (a folder with nothing new costs nothing more). New UIDs are hand
 gets its headers first (BODY.PEEK[HEADER]) and is decided from them alone, with one bulk lookup of the
 addresses that are contacts and of the messages already logged: most mail (internal, newsletters, unknown
 senders) never has its body fetched. The few messages worth logging are fetched (BODY.PEEK[]), parsed and
-recorded through models.email_log; a batch's activities, its SeenMessage rows and the folder cursor commit in
-one transaction, so a kill at any instant loses and duplicates nothing. A message that cannot be parsed or
+recorded together through models.email_log.record_emails (a fixed number of statements per batch, since on
+PostgreSQL each one is a round trip); a batch's activities, its SeenMessage rows and the folder cursor commit
+in one transaction, so a kill at any instant loses and duplicates nothing. A message that cannot be parsed or
 recorded is quarantined with its raw bytes and retried on later runs; a mailbox that fails (auth, network,
 timeout) records its error and backs off, and the result says so instead of raising.
 
@@ -16,13 +17,11 @@ read-only and bodies are fetched with PEEK.
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -49,6 +48,7 @@ from models.email_log import (
     EmailAttachmentData,
     EmailData,
     EmailPlacement,
+    EmailToRecord,
     MessageRef,
     PendingQuarantine,
     RecordOutcome,
@@ -61,6 +61,7 @@ from models.email_log import (
     quarantine_message,
     quarantined_raw,
     record_email,
+    record_emails,
     resolve_quarantine,
 )
 from models.schema import FolderSyncState, MailboxStatus, User
@@ -349,10 +350,6 @@ def sync_folder(
 # ---- the batch pipeline ---------------------------------------------------------------------------------
 
 
-class _GuardNeeded(Exception):
-    """A message failed to record in a batch written without savepoints: write it again with them."""
-
-
 @dataclass(frozen=True)
 class Cursor:
     uidvalidity: int
@@ -408,7 +405,6 @@ class Pipeline:
         self.now_fn = now_fn
         self.counts = _Counts()
         self._rules: MatchRules | None = None
-        self._guarded = True  # a savepoint around each message's recording
 
     def result(self) -> SyncResult:
         c = self.counts
@@ -502,72 +498,87 @@ class Pipeline:
                 item.action, item.reason = "skip", plan.skip_reason
 
     def _commit(self, folder: str, uidvalidity: int, items: list[_Item], cursor: Cursor) -> int:
-        """Write a batch in one transaction. Optimistically without a savepoint per message (two round trips
-        each); if a message fails to record, the batch is rolled back and written again with savepoints so
-        that only that message goes to quarantine."""
-        saved = copy.deepcopy(self.counts)
-        self._guarded = False
-        try:
-            return self._write_batch(folder, uidvalidity, items, cursor)
-        except _GuardNeeded:
-            self.counts = saved
-            self._guarded = True
-            return self._write_batch(folder, uidvalidity, items, cursor)
-        finally:
-            self._guarded = True
+        """Write a batch in one transaction: SeenMessage rows, sightings, activities and the folder cursor.
 
-    def _write_batch(self, folder: str, uidvalidity: int, items: list[_Item], cursor: Cursor) -> int:
+        The messages to log are recorded together (a fixed number of statements per batch) inside one
+        savepoint; if the database refuses one of them, that savepoint is rolled back and they are recorded
+        one at a time, each in its own savepoint, so that only the failing message goes to quarantine."""
         now = self.now_fn()
         name = self.mailbox.name
-        logged = 0
         with transaction(self.sessions) as session:
             users = _users(session)
             owner = users.get(self.mailbox.owner or "")
             skipped = [i for i in items if i.action == "skip"]
             duplicates = [i for i in items if i.action == "duplicate"]
-            mark_seen(
+            add_sightings(
                 session,
-                [
-                    SeenRow(MessageRef(name, folder, uidvalidity, i.uid), OUTCOME_SKIPPED, i.content_key)
-                    for i in skipped
-                ],
+                [(i.activity_id, MessageRef(name, folder, uidvalidity, i.uid)) for i in duplicates
+                 if i.activity_id is not None],
                 now=now,
-            )
-            sightings = [(i.activity_id, MessageRef(name, folder, uidvalidity, i.uid)) for i in duplicates]
-            add_sightings(session, [(a, ref) for a, ref in sightings if a is not None], now=now)
+            )  # fmt: skip
             mark_seen(
                 session,
-                [SeenRow(ref, OUTCOME_DUPLICATE, i.content_key, i.activity_id) for i, (_, ref) in
-                 zip(duplicates, sightings, strict=True)],
+                [SeenRow(MessageRef(name, folder, uidvalidity, i.uid), OUTCOME_SKIPPED, i.content_key)
+                 for i in skipped]
+                + [SeenRow(MessageRef(name, folder, uidvalidity, i.uid), OUTCOME_DUPLICATE, i.content_key,
+                           i.activity_id) for i in duplicates],
                 now=now,
             )  # fmt: skip
             for item in skipped:
                 self.counts.skip(item.reason)
             self.counts.duplicates += len(duplicates)
             self.counts.logged += len(duplicates)
+            to_log = [i for i in items if i.action == "log"]
+            refs = [MessageRef(name, folder, uidvalidity, i.uid) for i in to_log]
+            outcomes = self._record_batch(session, to_log, refs, owner, now, users)
+            logged = sum(self._count(outcome) for outcome in outcomes if outcome is not None)
             for item in items:
-                ref = MessageRef(name, folder, uidvalidity, item.uid)
-                if item.action == "log":
-                    logged += self._record(session, item, ref, owner, now, users)
                 if item.action == "quarantine":
-                    self._quarantine(session, item, ref, now)
+                    self._quarantine(session, item, MessageRef(name, folder, uidvalidity, item.uid), now)
             self.save_cursor(session, folder, cursor, seen=sum(1 for i in items if i.action != "gone"),
                              logged=logged)  # fmt: skip
         return logged
 
-    def _record(
+    def _record_batch(
         self,
         session: Session,
-        item: _Item,
-        ref: MessageRef,
+        items: Sequence[_Item],
+        refs: Sequence[MessageRef],
         owner: User | None,
         now: datetime,
-        users: dict[str, User] | None = None,
-    ) -> int:
-        """Record one parsed message and count it; 1 when it became a new activity."""
-        outcome = self._record_outcome(session, item, ref, owner, now, users)
-        if outcome is None:
-            return 0
+        users: dict[str, User],
+    ) -> list[RecordOutcome | None]:
+        """Record parsed messages together; None for a message that failed and is marked for quarantine."""
+        if not items:
+            return []
+        batch = []
+        for item, ref in zip(items, refs, strict=True):
+            assert item.parsed is not None and item.decision is not None
+            batch.append(EmailToRecord(email_data(item.parsed), self.placement(item.decision), ref))
+        # the batch's header-time lookup already checked these content keys (messages with a Message-ID)
+        checked = all(i.content_key is not None and i.content_key == i.parsed.content_key for i in items
+                      if i.parsed is not None)  # fmt: skip
+        try:
+            with session.begin_nested():
+                return list(
+                    record_emails(
+                        session, batch, now=now, owner=owner, users=users, check_existing=not checked
+                    )
+                )
+        except Exception as exc:
+            if isinstance(exc, SQLAlchemyError) and not isinstance(exc, IntegrityError | DataError):
+                raise  # the database itself is in trouble: fail the batch, the mailbox backs off
+            log.info(
+                "%s: a batch of %d messages failed to record (%s); recording them one by one",
+                self.mailbox.name, len(items), _describe(exc),
+            )  # fmt: skip
+        return [
+            self._record_outcome(session, item, ref, owner, now, users)
+            for item, ref in zip(items, refs, strict=True)
+        ]
+
+    def _count(self, outcome: RecordOutcome) -> int:
+        """Count one recorded message; 1 when it became a new activity."""
         self.counts.contacts_created += outcome.contacts_created
         if outcome.outcome == OUTCOME_SKIPPED:
             self.counts.skip(outcome.reason)
@@ -589,10 +600,8 @@ class Pipeline:
     ) -> RecordOutcome | None:
         """Record one parsed message in a savepoint; a failure due to the message marks it for quarantine."""
         assert item.parsed is not None and item.decision is not None
-        # the batch's header-time lookup already checked this content key (messages with a Message-ID)
-        checked = item.content_key is not None and item.content_key == item.parsed.content_key
         try:
-            with session.begin_nested() if self._guarded else nullcontext():
+            with session.begin_nested():
                 return record_email(
                     session,
                     email_data(item.parsed),
@@ -601,13 +610,10 @@ class Pipeline:
                     now=now,
                     owner=owner,
                     users=users,
-                    check_existing=not checked,
                 )
         except Exception as exc:
             if isinstance(exc, SQLAlchemyError) and not isinstance(exc, IntegrityError | DataError):
                 raise  # the database itself is in trouble: fail the batch, the mailbox backs off
-            if not self._guarded:
-                raise _GuardNeeded from exc
             log.debug("cannot record %s/%s uid %d", ref.mailbox, ref.folder, ref.uid, exc_info=True)
             item.action, item.reason = "quarantine", f"cannot record: {_describe(exc)}"
             return None

@@ -9,9 +9,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.orm import Session
 
+from models.activities import log_activity
 from models.db import transaction
 from models.deals import move_deal_to_stage
 from models.email_log import (
@@ -23,17 +24,23 @@ from models.email_log import (
     EmailAttachmentData,
     EmailData,
     EmailPlacement,
+    EmailToRecord,
     MessageRef,
+    link_email_to_deal,
     pending_quarantine,
     quarantine_message,
     record_email,
+    record_emails,
     resolve_quarantine,
 )
+from models.errors import DomainError
 from models.schema import (
     Activity,
+    ActivityKind,
     Company,
     Contact,
     ContactEmail,
+    Deal,
     EmailSighting,
     QuarantinedMessage,
     SeenMessage,
@@ -279,6 +286,165 @@ def test_won_deals_get_no_new_mail(
     assert reply.deal_id is None and not reply.needs_deal_review
 
 
+# ---- a batch at once --------------------------------------------------------------------------------------
+
+
+def test_a_batch_is_filed_at_once_as_if_one_message_at_a_time(
+    session: Session,
+    make_user: Callable[..., Any],
+    make_contact: Callable[..., Any],
+    make_deal: Callable[..., Any],
+) -> None:
+    jane = make_user("jane@team.example", name="Jane Rep")
+    kim = make_contact("Kim", email="kim@globex.example")
+    renewal = make_deal("Globex renewal", contacts=[kim])
+    pat = make_contact("Pat", email="pat@acme.example")
+    make_deal("Acme one", contacts=[pat])
+    make_deal("Acme two", contacts=[pat])
+    later = NOW - timedelta(minutes=30)
+    batch = [
+        EmailToRecord(email("<b1@x>"), to("kim@globex.example", "lee@initech.example"), ref()),
+        # a reply later in the same batch, to Pat (two open deals): the thread decides
+        EmailToRecord(
+            email("<b2@x>", in_reply_to=("<b1@x>",), sent_at=later),
+            to("pat@acme.example", "lee@initech.example"),
+            ref(),
+        ),
+        EmailToRecord(email("<b1@x>"), to("kim@globex.example"), ref(folder="Sent")),  # the same message
+        EmailToRecord(email("<b3@x>"), to("who@else.example", create=False, direction="in"), ref()),
+        EmailToRecord(email("<b4@x>"), to("pat@acme.example"), ref()),
+    ]
+    outcomes = record_emails(session, batch, now=NOW, owner=jane)
+    session.commit()
+
+    assert [o.outcome for o in outcomes] == [
+        OUTCOME_LOGGED, OUTCOME_LOGGED, OUTCOME_DUPLICATE, OUTCOME_SKIPPED, OUTCOME_LOGGED,
+    ]  # fmt: skip
+    first, reply, copy, _, other = outcomes
+    assert (first.deal_id, first.contacts_created, first.companies_created) == (renewal.id, 1, 1)
+    assert (reply.deal_id, reply.contacts_created, reply.needs_deal_review) == (renewal.id, 0, False)
+    assert copy.activity_id == first.activity_id
+    assert other.deal_id is None and other.needs_deal_review
+    assert (count(session, Activity), count(session, Contact)) == (3, 3)
+    assert session.scalar(select(func.count()).where(Company.name == "Initech")) == 1
+
+    session.expire_all()
+    lee = session.scalar(
+        select(Contact).join(ContactEmail).where(ContactEmail.email == "lee@initech.example")
+    )
+    assert lee is not None and lee.owner_id == jane.id and lee.company is not None
+    assert lee.company.name == "Initech" and lee.last_activity_at == later
+    activity = session.get(Activity, first.activity_id)
+    assert activity is not None and activity.author_id == jane.id
+    assert sorted(c.name for c in activity.contacts) == ["Kim", "Lee"]
+    assert sorted(s.folder for s in activity.sightings) == ["INBOX", "Sent"]
+    renewal_now = session.get(Deal, renewal.id)
+    assert renewal_now is not None and renewal_now.last_activity_at == later
+    kim_now = session.get(Contact, kim.id)
+    assert kim_now is not None and kim_now.last_activity_at == NOW - timedelta(hours=1)
+    outcomes_seen = sorted(session.scalars(select(SeenMessage.outcome)))
+    assert outcomes_seen == sorted([OUTCOME_LOGGED] * 3 + [OUTCOME_DUPLICATE, OUTCOME_SKIPPED])
+
+
+def test_a_batch_costs_the_same_statements_for_five_messages_as_for_fifty(
+    db: TestDatabase,
+) -> None:
+    """The point of batching: on PostgreSQL every statement is a network round trip."""
+
+    def statements_for(n: int, tag: str) -> int:
+        batch = [
+            EmailToRecord(
+                email(f"<{tag}{i}@x>", attachments=(EmailAttachmentData("a.txt", "text/plain", 1, b"a"),)),
+                to(f"p{i}@{tag}{i % 3}.example", "pat@acme.example"),
+                ref(),
+            )
+            for i in range(n)
+        ]
+        executed: list[str] = []
+
+        def count_statement(*args: Any) -> None:
+            executed.append(args[2])
+
+        event.listen(db.engine, "before_cursor_execute", count_statement)
+        try:
+            with transaction(db.sessions) as session:
+                outcomes = record_emails(session, batch, now=NOW)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", count_statement)
+        assert [o.outcome for o in outcomes] == [OUTCOME_LOGGED] * n
+        return len(executed)
+
+    statements_for(1, "warm")  # pat and acme.example exist from here on, as in a running sync
+    assert statements_for(50, "big") == statements_for(5, "small")
+
+
+# ---- linking by hand --------------------------------------------------------------------------------------
+
+
+def test_a_person_links_an_email_waiting_for_review_to_any_deal_even_a_won_one(
+    session: Session,
+    make_user: Callable[..., Any],
+    make_contact: Callable[..., Any],
+    make_deal: Callable[..., Any],
+) -> None:
+    boss = make_user("boss@team.example", name="Boss")
+    pat = make_contact("Pat", email="pat@acme.example")
+    make_deal("One", contacts=[pat])
+    make_deal("Two", contacts=[pat])
+    won = make_deal("Signed last year", contacts=[pat])
+    move_deal_to_stage(session, won, stage_named(session, "Won"), now=NOW - timedelta(days=30))
+    session.commit()
+    outcome = record_email(session, email(), to("pat@acme.example"), ref=ref(), now=NOW)
+    session.commit()
+    activity = session.get(Activity, outcome.activity_id)
+    assert activity is not None and activity.needs_deal_review and activity.deal_id is None
+
+    link_email_to_deal(session, activity, won, now=NOW, by=boss)
+    session.commit()
+    session.expire_all()
+    linked = session.get(Activity, outcome.activity_id)
+    assert linked is not None and (linked.deal_id, linked.needs_deal_review) == (won.id, False)
+    deal = session.get(Deal, won.id)
+    assert deal is not None and deal.last_activity_at == NOW - timedelta(hours=1)
+
+
+def test_linking_never_moves_a_deal_into_the_future_nor_back(
+    session: Session, make_deal: Callable[..., Any]
+) -> None:
+    deal = make_deal("Renewal")
+    ahead = record_email(
+        session, email("<ahead@x>", sent_at=NOW + timedelta(hours=12)), to("pat@acme.example"), ref=ref(),
+        now=NOW,
+    )  # fmt: skip
+    old = record_email(
+        session,
+        email("<old@x>", sent_at=NOW - timedelta(days=90)),
+        to("pat@acme.example"),
+        ref=ref(),
+        now=NOW,
+    )
+    session.commit()
+    for outcome in (ahead, old):
+        activity = session.get(Activity, outcome.activity_id)
+        assert activity is not None and activity.deal_id is None
+        link_email_to_deal(session, activity, deal, now=NOW, by=None)
+    session.commit()
+    session.refresh(deal)
+    # the email dated 12 h ahead counts as now; the 90-day-old one changes nothing
+    assert deal.last_activity_at == NOW
+
+
+def test_only_emails_are_linked_this_way(
+    session: Session, make_contact: Callable[..., Any], make_deal: Callable[..., Any]
+) -> None:
+    pat = make_contact("Pat", email="pat@acme.example")
+    note = log_activity(
+        session, kind=ActivityKind.NOTE, occurred_at=NOW, now=NOW, subject="Call", contacts=[pat]
+    )
+    with pytest.raises(DomainError, match="only an email"):
+        link_email_to_deal(session, note, make_deal("Renewal"), now=NOW, by=None)
+
+
 # ---- quarantine -------------------------------------------------------------------------------------------
 
 
@@ -325,6 +491,45 @@ def test_two_daemons_racing_on_one_message_make_one_activity_and_one_contact(db:
         assert count(session, Activity) == 1 and count(session, Contact) == 1 and count(session, Company) == 1
         activity = session.get(Activity, results["a"].activity_id)
         assert activity is not None and activity.mailboxes == ["bob", "jane"]
+
+
+def test_two_daemons_racing_on_overlapping_batches_make_each_record_once(db: TestDatabase) -> None:
+    if db.kind == "sqlite":
+        pytest.skip("SQLite takes the write lock up front: two writers cannot interleave")
+    first_batch = [
+        EmailToRecord(email("<r1@x>"), to("pat@acme.example", "lee@acme.example"), ref("jane")),
+        EmailToRecord(email("<r2@x>"), to("kim@globex.example"), ref("jane")),
+    ]
+    # the same two messages in the other order from bob's mailbox, one more, and one more new contact
+    second_batch = [
+        EmailToRecord(email("<r3@x>"), to("kim@globex.example", "zoe@acme.example"), ref("bob")),
+        EmailToRecord(email("<r2@x>"), to("kim@globex.example"), ref("bob")),
+        EmailToRecord(email("<r1@x>"), to("lee@acme.example", "pat@acme.example"), ref("bob")),
+    ]
+    results: dict[str, Any] = {}
+    with transaction(db.sessions) as first:
+        results["a"] = record_emails(first, first_batch, now=NOW)
+
+        def second() -> None:
+            with transaction(db.sessions) as other:
+                results["b"] = record_emails(other, second_batch, now=NOW)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        _wait_for_lock_wait(db)
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert [o.outcome for o in results["a"]] == [OUTCOME_LOGGED, OUTCOME_LOGGED]
+    assert [o.outcome for o in results["b"]] == [OUTCOME_LOGGED, OUTCOME_DUPLICATE, OUTCOME_DUPLICATE]
+    assert results["b"][2].activity_id == results["a"][0].activity_id
+    with db.sessions() as session:
+        assert (count(session, Activity), count(session, Contact), count(session, Company)) == (3, 4, 2)
+        assert sorted(session.scalars(select(ContactEmail.email))) == [
+            "kim@globex.example", "lee@acme.example", "pat@acme.example", "zoe@acme.example",
+        ]  # fmt: skip
+        activity = session.get(Activity, results["a"][0].activity_id)
+        assert activity is not None and activity.mailboxes == ["bob", "jane"]
+        assert len(activity.contacts) == 2
 
 
 def _wait_for_lock_wait(db: TestDatabase) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from daemon.imap import ImapSession, ImapTarget
@@ -579,6 +579,32 @@ def test_a_quarantined_message_that_now_goes_through_is_resolved(
     row = session.scalar(select(QuarantinedMessage))
     assert row is not None and row.resolved_at == NOW
     assert session.scalar(select(SeenMessage.outcome).where(SeenMessage.uid == 5)) == "logged"
+
+
+def test_a_message_the_database_refuses_is_quarantined_alone_and_the_rest_of_the_batch_commits(
+    dovecot: DovecotServer, make_mailbox: MakeMailbox, sync: Callable[..., SyncResult], session: Session
+) -> None:
+    box = make_mailbox("jane")
+    settings = make_settings(box)
+    # the database refuses one message (a trigger stands in for a value it cannot store)
+    session.execute(
+        text(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON activities WHEN NEW.subject = 'poison'"
+            " BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
+        )
+    )
+    session.commit()
+    subjects = ["first", "poison", "last"]
+    dovecot.append(user_of(box), "INBOX", [outbound(subject=s) for s in subjects])
+    result = sync(settings, folders=["INBOX"])
+    assert result.error is None
+    assert (result.new, result.logged, result.contacts_created, result.quarantined) == (3, 2, 1, 1)
+    assert sorted(session.scalars(select(Activity.subject))) == ["first", "last"]
+    row = session.scalar(select(QuarantinedMessage))
+    assert row is not None and "poison refused" in row.reason and b"Subject: poison" in row.raw
+    outcomes = sorted(session.scalars(select(SeenMessage.outcome)))
+    assert outcomes == ["logged", "logged", "quarantined"]
+    assert count(session, Contact) == 1
 
 
 # ---- kill -9 of the real command --------------------------------------------------------------------------
