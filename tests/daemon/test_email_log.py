@@ -468,9 +468,9 @@ def test_quarantine_counts_attempts_and_resolves(session: Session) -> None:
 # ---- races between two daemons (PostgreSQL: SQLite serializes writers) ----------------------------------
 
 
+# SQLite takes the write lock up front, so two writers cannot interleave: a PostgreSQL-only race
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
 def test_two_daemons_racing_on_one_message_make_one_activity_and_one_contact(db: TestDatabase) -> None:
-    if db.kind == "sqlite":
-        pytest.skip("SQLite takes the write lock up front: two writers cannot interleave")
     results: dict[str, Any] = {}
     with transaction(db.sessions) as first:
         results["a"] = record_email(first, email(), to("pat@acme.example"), ref=ref("jane"), now=NOW)
@@ -493,9 +493,9 @@ def test_two_daemons_racing_on_one_message_make_one_activity_and_one_contact(db:
         assert activity is not None and activity.mailboxes == ["bob", "jane"]
 
 
+# SQLite takes the write lock up front, so two writers cannot interleave: a PostgreSQL-only race
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
 def test_two_daemons_racing_on_overlapping_batches_make_each_record_once(db: TestDatabase) -> None:
-    if db.kind == "sqlite":
-        pytest.skip("SQLite takes the write lock up front: two writers cannot interleave")
     first_batch = [
         EmailToRecord(email("<r1@x>"), to("pat@acme.example", "lee@acme.example"), ref("jane")),
         EmailToRecord(email("<r2@x>"), to("kim@globex.example"), ref("jane")),
