@@ -93,8 +93,8 @@ def fmt_money(value: Decimal | None) -> str:
     return "" if value is None else f"{value:,.2f}"
 
 
-class GuardedView(BaseView):  # type: ignore[misc]
-    """Every page requires a logged-in user; logged-out visitors go to the login page."""
+class LoginRequired:
+    """Every page requires a logged-in user; logged-out visitors go to the login page, others get 403."""
 
     def is_accessible(self) -> bool:
         return auth.is_logged_in()
@@ -104,6 +104,8 @@ class GuardedView(BaseView):  # type: ignore[misc]
             return auth.login_redirect()
         abort(403)
 
+
+class GuardedView(LoginRequired, BaseView):  # type: ignore[misc]
     def page(self, template: str, **context: Any) -> str:
         return cast(str, self.render(template, **context))
 
@@ -113,15 +115,7 @@ class AdminOnlyView(GuardedView):
         return auth.is_admin()
 
 
-class GuardedIndexView(AdminIndexView):  # type: ignore[misc]
-    def is_accessible(self) -> bool:
-        return auth.is_logged_in()
-
-    def inaccessible_callback(self, name: Any, **kwargs: Any) -> BaseResponse:
-        if not auth.is_logged_in():
-            return auth.login_redirect()
-        abort(403)
-
+class GuardedIndexView(LoginRequired, AdminIndexView):  # type: ignore[misc]
     def page(self, template: str, **context: Any) -> str:
         return cast(str, self.render(template, **context))
 
@@ -195,7 +189,7 @@ def _owner_name(view: Any, context: Any, model: Any, name: str) -> str:
     return owner.name if owner is not None else ""
 
 
-class ThreadlineModelView(ModelView):  # type: ignore[misc]
+class ThreadlineModelView(LoginRequired, ModelView):  # type: ignore[misc]
     """Login required; per-role create/edit/delete; bulk owner reassignment for managers and admins."""
 
     list_template = "threadline/model_list.html"
@@ -216,17 +210,6 @@ class ThreadlineModelView(ModelView):  # type: ignore[misc]
         **sqla_typefmt.EXPORT_FORMATTERS,
         datetime: lambda view, value, name: value.isoformat() if value else "",
     }
-
-    def __init__(self, model: Any, session: scoped_session[Session], **kwargs: Any) -> None:
-        super().__init__(model, session, **kwargs)
-
-    def is_accessible(self) -> bool:
-        return auth.is_logged_in()
-
-    def inaccessible_callback(self, name: Any, **kwargs: Any) -> BaseResponse:
-        if not auth.is_logged_in():
-            return auth.login_redirect()
-        abort(403)
 
     # the can_* flags are read per request, so they follow the logged-in user's role
     @property  # type: ignore[override]
