@@ -28,7 +28,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from models.db import make_engine, make_sessionmaker
 from models.schema import Notification
-from threadline.config import Settings
+from settings import Settings
 
 log = logging.getLogger("threadline.admin")
 

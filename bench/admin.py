@@ -154,7 +154,7 @@ def bench_pages(
     except ImportError as exc:
         print(f"[{kind}] pages skipped: the admin app cannot be imported ({exc})", flush=True)
         return []
-    from threadline.config import (
+    from settings import (
         AdminSettings,
         AlertSettings,
         DatabaseSettings,

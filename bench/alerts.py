@@ -40,7 +40,7 @@ from daemon.alerts import retry_unsent, run_scan
 from models import migrate
 from models.db import make_engine, make_sessionmaker
 from models.schema import Base, Notification, Task
-from threadline.config import Settings, SmtpSettings
+from settings import Settings, SmtpSettings
 
 TARGET_SECONDS = 2.0
 PG_ADMIN_URL = os.environ.get(

@@ -52,8 +52,8 @@ from daemon.imap import ImapSession, ImapTarget
 from daemon.parse import parse_message
 from daemon.sync import SyncResult, mailbox_target, sync_mailbox
 from models.db import make_engine, make_sessionmaker
+from settings import load_settings
 from tests.fixtures.dovecot import DovecotServer
-from threadline.config import load_settings
 
 PG_ADMIN_URL = os.environ.get(
     "THREADLINE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

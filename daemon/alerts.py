@@ -54,7 +54,7 @@ from models.notifications import (
     parse_stamp,
     recipients_with_unsent,
 )
-from threadline.config import AlertSettings, Settings, SmtpSettings
+from settings import AlertSettings, Settings, SmtpSettings
 
 log = logging.getLogger("threadline.alerts")
 

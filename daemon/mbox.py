@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.sync import Cursor, Pipeline, SyncResult, utcnow
 from models.schema import FolderSyncState
-from threadline.config import MailboxSettings, Settings
+from settings import MailboxSettings, Settings
 
 _HEADER_END = (b"\r\n\r\n", b"\n\n")
 

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon.imap import ImapAuthError, ImapError, ImapSession
 from daemon.sync import SyncResult, mailbox_target, sync_mailbox
 from models.schema import MailboxStatus
-from threadline.config import MailboxSettings, Settings
+from settings import MailboxSettings, Settings
 
 log = logging.getLogger("threadline.daemon")
 

@@ -65,7 +65,7 @@ from models.email_log import (
     resolve_quarantine,
 )
 from models.schema import FolderSyncState, MailboxStatus, User
-from threadline.config import MailboxSettings, Settings
+from settings import MailboxSettings, Settings
 
 log = logging.getLogger("threadline.sync")
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from settings import DEFAULT_DATABASE_URL, Settings, find_config_file, load_settings
 from threadline.cli import main
-from threadline.config import DEFAULT_DATABASE_URL, Settings, find_config_file, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 

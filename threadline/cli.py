@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import migrate
 from models.db import make_engine, make_sessionmaker, transaction
 from models.errors import DomainError
-from threadline.config import ConfigError, Settings, find_config_file, load_settings
+from settings import ConfigError, Settings, find_config_file, load_settings
 from threadline.logs import configure_logging
 
 log = logging.getLogger("threadline")

@@ -42,7 +42,7 @@ from models.schema import (
     User,
 )
 from models.users import create_user, find_user
-from threadline.config import Settings
+from settings import Settings
 
 DEMO_DOMAIN = "threadline.demo"
 DEMO_MAILBOX = "demo"

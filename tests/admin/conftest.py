@@ -23,9 +23,9 @@ from models.email_log import (
     record_email,
 )
 from models.schema import Activity, User
+from settings import AdminSettings, DatabaseSettings, Secret, Settings
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.factories import NOW
-from threadline.config import AdminSettings, DatabaseSettings, Secret, Settings
 
 PASSWORD = "correct horse battery"
 CSRF_INPUT = re.compile(r'name="csrf_token"\s+value="([^"]+)"')

@@ -9,10 +9,10 @@ from email.utils import format_datetime, make_msgid
 
 import pytest
 
+from settings import MailboxSettings, MatchingSettings, Secret, Settings, TeamSettings
 from tests.fixtures.dovecot import *  # noqa: F403
 from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.factories import NOW
-from threadline.config import MailboxSettings, MatchingSettings, Secret, Settings, TeamSettings
 
 TEAM_DOMAIN = "team.example"
 
@@ -111,7 +111,7 @@ def make_settings(
     db_url: str = "sqlite://",
     **matching: object,
 ) -> Settings:
-    from threadline.config import DatabaseSettings
+    from settings import DatabaseSettings
 
     return Settings(
         source="test",

@@ -16,10 +16,10 @@ from daemon.alerts import SKIPPED_BUSY, cron_trigger, deal_url, run_scan, scan_l
 from models.activities import create_task, log_activity
 from models.db import make_engine, make_sessionmaker
 from models.schema import Activity, ActivityKind, Direction, Notification
+from settings import AlertSettings, Settings, SmtpSettings, TeamSettings
 from tests.fixtures.factories import stage_named
 from tests.fixtures.smtp import *  # noqa: F403
 from threadline.cli import main
-from threadline.config import AlertSettings, Settings, SmtpSettings, TeamSettings
 
 DAY = timedelta(days=1)
 BASE_URL = "https://crm.example.com"

@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session
 from daemon.mbox import MboxError, import_mbox, mbox_folder
 from daemon.sync import sync_mailbox
 from models.schema import Activity, Contact, SeenMessage
+from settings import MailboxSettings, Secret
 from tests.daemon.conftest import MakeMailbox, build_message, make_settings
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.factories import NOW
 from threadline.cli import main
-from threadline.config import MailboxSettings, Secret
 
 
 @pytest.fixture

@@ -36,11 +36,11 @@ from models.schema import (
     QuarantinedMessage,
     SeenMessage,
 )
+from settings import MailboxSettings, Settings
 from tests.daemon.conftest import MakeMailbox, build_message, make_settings, message_id_of
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.factories import NOW, stage_named
-from threadline.config import MailboxSettings, Settings
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 

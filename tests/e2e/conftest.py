@@ -14,9 +14,9 @@ import pytest
 from admin.app import create_app, serve
 from models.db import transaction
 from models.users import create_user
+from settings import AdminSettings, DatabaseSettings, Secret, Settings
 from tests.fixtures.database import TestDatabase, missing_part
 from tests.fixtures.factories import NOW
-from threadline.config import AdminSettings, DatabaseSettings, Secret, Settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
