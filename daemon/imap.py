@@ -2,7 +2,8 @@
 imapclient.
 
 Owns connecting with the configured transport security (implicit TLS, STARTTLS, or plaintext to loopback
-only), login, and the read-only operations a sync needs: LIST, STATUS, EXAMINE, UID SEARCH, UID FETCH with
+only), login (a password, or SASL XOAUTH2/OAUTHBEARER with an access token from a TokenSource), and the
+read-only operations a sync needs: LIST, STATUS, EXAMINE, UID SEARCH, UID FETCH with
 BODY.PEEK (so \\Seen is never set) and IDLE. Callers get plain frozen dataclasses, never imapclient objects,
 and every failure leaves as an ImapError (or subclass) whose message names the server and reads well in a
 log line or the admin UI. Settings come in as an ImapTarget; nothing here reads configuration.
@@ -21,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal, Protocol, Self
 
 import imapclient
 from imapclient.exceptions import LoginError
@@ -37,6 +38,8 @@ __all__ = [
     "ImapSecurityError",
     "ImapSession",
     "ImapTarget",
+    "OAuthLogin",
+    "TokenSource",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,18 +72,37 @@ class ImapSecurityError(ImapError):
     """The server's certificate could not be verified, or the configuration would send secrets in clear."""
 
 
+class TokenSource(Protocol):
+    """Where an OAuth login gets its access token. Failures to get one leave as ImapError (ImapAuthError when
+    the grant is gone and only a person can fix it)."""
+
+    def access_token(self) -> str: ...
+
+    def rejected(self, token: str) -> None:
+        """The server refused this token: do not hand it out again."""
+
+
+@dataclass(frozen=True)
+class OAuthLogin:
+    """Sign in with SASL XOAUTH2 or OAUTHBEARER (RFC 7628) instead of a password."""
+
+    mechanism: str  # 'xoauth2' | 'oauthbearer'
+    tokens: TokenSource = field(repr=False, compare=False)
+
+
 @dataclass(frozen=True)
 class ImapTarget:
-    """Where and how to log in. Certificates and host names are always verified; ca_file adds a trusted CA
-    or a self-signed certificate (PEM)."""
+    """Where and how to log in: with password, or with oauth when set. Certificates and host names are always
+    verified; ca_file adds a trusted CA or a self-signed certificate (PEM)."""
 
     host: str
     port: int
     security: str  # 'ssl' | 'starttls' | 'none' (plaintext, loopback only)
     username: str
-    password: str = field(repr=False)
+    password: str = field(default="", repr=False)
     timeout: float = 30.0
     ca_file: str | None = None
+    oauth: OAuthLogin | None = None
 
     @property
     def address(self) -> str:
@@ -207,13 +229,55 @@ class ImapSession:
 
     def _login(self, client: Any) -> None:
         target = self.target
+        if target.oauth is not None:
+            self._token_login(client, target.oauth)
+            return
         try:
             client.login(target.username, target.password)
         except LoginError as exc:
-            detail = _describe(exc)
-            if _TRANSIENT_LOGIN.search(detail):
-                raise ImapError(f"{target.address}: login as {target.username} failed: {detail}") from exc
-            raise ImapAuthError(f"{target.address}: login refused for {target.username}: {detail}") from exc
+            raise self._login_error(exc) from exc
+
+    def _token_login(self, client: Any, oauth: OAuthLogin) -> None:
+        """SASL with an access token. A refused token is reported to the source and, when the source then has
+        a different one (the refused one was revoked early), tried once more: a refused token login is an
+        ImapAuthError like a wrong password."""
+        target = self.target
+        mechanism = oauth.mechanism.upper()
+        if mechanism not in ("XOAUTH2", "OAUTHBEARER"):
+            raise ImapError(f"{target.address}: unknown SASL mechanism {oauth.mechanism!r}")
+        if not client.has_capability(f"AUTH={mechanism}"):
+            offered = sorted(
+                _text(c)[5:] for c in client.capabilities() if _text(c).upper().startswith("AUTH=")
+            )
+            raise ImapAuthError(
+                f"{target.address}: server does not offer SASL {mechanism} "
+                f"(it offers: {', '.join(offered) or 'no SASL mechanisms'})"
+            )
+        token = oauth.tokens.access_token()
+        for attempt in (1, 2):
+            try:
+                if mechanism == "XOAUTH2":
+                    client.oauth2_login(target.username, token)
+                else:
+                    client.oauthbearer_login(target.username, token)
+                return
+            except LoginError as exc:
+                error = self._login_error(exc, mechanism)
+                if not isinstance(error, ImapAuthError):
+                    raise error from exc
+                oauth.tokens.rejected(token)
+                fresh = oauth.tokens.access_token() if attempt == 1 else token
+                if fresh == token:
+                    raise error from exc
+                token = fresh
+
+    def _login_error(self, exc: LoginError, mechanism: str = "") -> ImapError:
+        target = self.target
+        detail = _describe(exc)
+        how = f" with {mechanism}" if mechanism else ""
+        if _TRANSIENT_LOGIN.search(detail):
+            return ImapError(f"{target.address}: login as {target.username}{how} failed: {detail}")
+        return ImapAuthError(f"{target.address}: login{how} refused for {target.username}: {detail}")
 
     # -- folders --------------------------------------------------------------------------------------------
 

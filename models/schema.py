@@ -18,6 +18,7 @@ from sqlalchemy import (
     Column,
     Date,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -31,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from models.types import Money, UTCDateTime
+from settings.model import MailboxAuth, SaslMechanism, Sharing
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -86,6 +88,19 @@ class ActivityKind(enum.StrEnum):
 class Direction(enum.StrEnum):
     IN = "in"
     OUT = "out"
+
+
+class GrantState(enum.StrEnum):
+    ACTIVE = "active"
+    RECONNECT_NEEDED = "reconnect_needed"  # the provider refused the grant: the owner must connect again
+
+
+class GrantFlow(enum.StrEnum):
+    """How a grant was obtained."""
+
+    AUTHORIZATION_CODE = "browser"  # authorization code with PKCE (the panel, or the CLI's browser flow)
+    DEVICE_CODE = "device"  # RFC 8628 device code (the CLI on a headless server)
+    CLIENT_CREDENTIALS = "app"  # app-only access granted by a tenant admin
 
 
 class User(Base):
@@ -387,6 +402,74 @@ class Task(Base):
 
     def __str__(self) -> str:
         return self.title
+
+
+class Mailbox(Base):
+    """A mailbox managed in the database (added in the panel); [[mailboxes]] in the TOML are not stored here.
+
+    Its password, if it has one, is stored encrypted only (models.secrets): `password_encrypted` holds a
+    Fernet token, never the password.
+    """
+
+    __tablename__ = "mailboxes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    host: Mapped[str] = mapped_column(String(253))
+    port: Mapped[int] = mapped_column(Integer)
+    security: Mapped[str] = mapped_column(String(16), default="ssl")
+    username: Mapped[str] = mapped_column(String(320))
+    auth: Mapped[MailboxAuth] = mapped_column(_enum(MailboxAuth), default=MailboxAuth.PASSWORD)
+    provider: Mapped[str | None] = mapped_column(String(100))
+    sasl: Mapped[SaslMechanism | None] = mapped_column(_enum(SaslMechanism))
+    password_encrypted: Mapped[str | None] = mapped_column(Text)
+    folders: Mapped[list[str]] = mapped_column(JSON, default=list)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    address: Mapped[str | None] = mapped_column(String(320))
+    poll_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    idle: Mapped[bool] = mapped_column(Boolean, default=True)
+    tls_ca_file: Mapped[str | None] = mapped_column(String(1000))
+    timeout_seconds: Mapped[float] = mapped_column(Float, default=30.0)
+    sharing: Mapped[Sharing] = mapped_column(_enum(Sharing), default=Sharing.SHARED)
+    paused_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    owner: Mapped[User | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"Mailbox({self.name!r}, {self.username}@{self.host}, {self.auth.value})"
+
+
+class OAuthGrant(Base):
+    """A mailbox's OAuth grant: the refresh token and the current access token, both encrypted.
+
+    Keyed by mailbox name, so mailboxes from the TOML file have grants too. `state` says whether the grant
+    still works; a refused refresh sets it to reconnect_needed with the reason and the time.
+    """
+
+    __tablename__ = "oauth_grants"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(200), unique=True)
+    provider: Mapped[str] = mapped_column(String(100))
+    flow: Mapped[GrantFlow] = mapped_column(_enum(GrantFlow))
+    scopes: Mapped[str] = mapped_column(Text, default="")
+    refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    access_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    access_token_expires_at: Mapped[datetime | None]
+    state: Mapped[GrantState] = mapped_column(_enum(GrantState), default=GrantState.ACTIVE)
+    reconnect_reason: Mapped[str | None] = mapped_column(Text)
+    reconnect_needed_at: Mapped[datetime | None]
+    granted_at: Mapped[datetime]
+    granted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    refreshed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+    granted_by: Mapped[User | None] = relationship()
+
+    def __repr__(self) -> str:
+        return f"OAuthGrant({self.mailbox!r}, {self.provider}, {self.state.value})"
 
 
 class MailboxStatus(Base):

@@ -7,7 +7,8 @@ file and the key, which the CLI prints before exiting with status 2.
 
 from __future__ import annotations
 
-import ipaddress
+import base64
+import binascii
 import os
 import tomllib
 import zoneinfo
@@ -17,17 +18,30 @@ from typing import Any, TypeVar
 
 from settings.model import (
     DEFAULT_DATABASE_URL,
+    NO_PASSWORD,
+    SECURITY_CHOICES,
     AdminSettings,
     AlertSettings,
     ConfigError,
     DatabaseSettings,
     LoggingSettings,
+    MailboxAuth,
     MailboxSettings,
+    MailboxSettingsError,
     MatchingSettings,
+    OAuthPreset,
+    OAuthProviderSettings,
+    SaslMechanism,
     Secret,
+    SecretsSettings,
     Settings,
+    Sharing,
     SmtpSettings,
     TeamSettings,
+    check_endpoint_url,
+    is_loopback_host,
+    preset_defaults,
+    validate_mailbox,
 )
 
 DEFAULT_CONFIG_NAME = "threadline.toml"
@@ -65,7 +79,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
     return _Reader(source, environ, path.parent).settings(data)
 
 
-_SECURITY_CHOICES = ("ssl", "starttls", "none")
+_SECURITY_CHOICES = SECURITY_CHOICES
 _CREATE_CONTACTS_CHOICES = ("none", "sent", "sent_and_received")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -201,15 +215,6 @@ def _describe(value: object) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class _Reader:
     def __init__(self, source: str, environ: Mapping[str, str], base_dir: Path) -> None:
         self.source = source
@@ -222,16 +227,19 @@ class _Reader:
 
     def settings(self, data: dict[str, Any]) -> Settings:
         root = _Table(self, data, "")
+        providers = self.oauth_providers(root)
         settings = Settings(
             source=self.source,
             database=self._section(root, "database", self.database),
             team=self._section(root, "team", self.team),
             matching=self._section(root, "matching", self.matching),
-            mailboxes=self.mailboxes(root),
+            mailboxes=self.mailboxes(root, providers),
             alerts=self._section(root, "alerts", self.alerts),
             smtp=self._section(root, "smtp", self.smtp),
             admin=self._section(root, "admin", self.admin),
             logging=self._section(root, "logging", self.logging),
+            secrets=self._section(root, "secrets", self.secrets),
+            oauth=providers,
         )
         root.finish()
         return settings
@@ -281,7 +289,9 @@ class _Reader:
             batch_size=t.integer("batch_size", 200, minimum=1, maximum=5000),
         )
 
-    def mailboxes(self, root: _Table) -> tuple[MailboxSettings, ...]:
+    def mailboxes(
+        self, root: _Table, providers: dict[str, OAuthProviderSettings]
+    ) -> tuple[MailboxSettings, ...]:
         root.used.add("mailboxes")
         raw = root.data.get("mailboxes", [])
         if not isinstance(raw, list):
@@ -294,21 +304,29 @@ class _Reader:
             if name in seen:
                 raise t.fail("name", f"mailbox name {name!r} is used twice")
             seen.add(name)
-            host = t.required_string("host")
+            auth = MailboxAuth(t.choice("auth", "password", tuple(m.value for m in MailboxAuth)))
+            provider_name = t.string("provider")
+            provider = providers.get(provider_name) if provider_name else None
+            default_host = provider.imap_host if provider is not None else None
+            host = t.string("host", default_host) if default_host else t.required_string("host")
             security = t.choice("security", "ssl", _SECURITY_CHOICES)
-            if security == "none" and not _is_loopback(host):
-                raise t.fail(
-                    "security", f"'none' sends the password in clear text and is refused for {host}; use ssl"
-                )
             default_port = 993 if security == "ssl" else 143
             owner = t.string("owner")
             address = t.string("address")
             ca_file = t.string("tls_ca_file")
+            sasl = t.string("sasl")
+            if sasl is not None and sasl not in tuple(m.value for m in SaslMechanism):
+                raise t.fail("sasl", f"must be one of xoauth2, oauthbearer; got {sasl!r}")
+            password = (
+                t.secret("password", required=True, owner=f"mailbox {name!r}")
+                if auth is MailboxAuth.PASSWORD
+                else self._no_password(t, auth)
+            )
             mailbox = MailboxSettings(
                 name=name,
-                host=host,
+                host=host or "",
                 username=t.required_string("username"),
-                password=_required(t.secret("password", required=True, owner=f"mailbox {name!r}")),
+                password=password or NO_PASSWORD,
                 port=t.integer("port", default_port, minimum=1, maximum=65535),
                 security=security,
                 folders=t.strings("folders"),
@@ -318,10 +336,113 @@ class _Reader:
                 tls_ca_file=str(self.resolve(ca_file)) if ca_file else None,
                 timeout_seconds=t.number("timeout_seconds", 30.0, minimum=1.0),
                 address=address.lower() if address else None,
+                auth=auth,
+                provider=provider_name,
+                sasl=SaslMechanism(sasl) if sasl else None,
+                sharing=Sharing(t.choice("sharing", "shared", tuple(m.value for m in Sharing))),
             )
+            try:
+                validate_mailbox(mailbox, providers)
+            except MailboxSettingsError as exc:
+                raise t.fail(exc.key, exc.problem) from None
             t.finish()
             result.append(mailbox)
         return tuple(result)
+
+    @staticmethod
+    def _no_password(t: _Table, auth: MailboxAuth) -> None:
+        for key in ("password", "password_env", "password_file"):
+            t.used.add(key)
+            if key in t.data:
+                raise t.fail(
+                    key, f"a mailbox with auth = {auth.value!r} signs in with a token, not a password"
+                )
+
+    def oauth_providers(self, root: _Table) -> dict[str, OAuthProviderSettings]:
+        """[oauth.NAME] tables: one per authorization server (a preset, or every endpoint given)."""
+        section = root.table("oauth")
+        providers: dict[str, OAuthProviderSettings] = {}
+        for name in section.data:
+            t = section.table(name)
+            providers[name] = self.oauth_provider(name, t)
+            t.finish()
+        section.finish()
+        return providers
+
+    def oauth_provider(self, name: str, t: _Table) -> OAuthProviderSettings:
+        presets = tuple(p.value for p in OAuthPreset)
+        preset = OAuthPreset(t.choice("preset", name if name in presets else "generic", presets))
+        tenant = t.string("tenant")
+        if tenant is not None and preset is not OAuthPreset.MICROSOFT:
+            raise t.fail("tenant", "only for preset = 'microsoft'")
+        defaults = preset_defaults(preset, tenant)
+
+        def url(key: str, *, required: bool) -> str | None:
+            default = defaults.get(key)
+            value = t.string(key, default if isinstance(default, str) else None)
+            if not value:
+                if required:
+                    raise t.fail(key, f"required for preset = {preset.value!r}")
+                return None
+            problem = check_endpoint_url(value)
+            if problem:
+                raise t.fail(key, problem)
+            return value
+
+        def words(key: str) -> tuple[str, ...]:
+            if key in t.data:
+                return t.strings(key)
+            t.used.add(key)
+            default = defaults[key]
+            assert isinstance(default, tuple)
+            return default
+
+        params_table = t.table("authorize_params")
+        params: dict[str, str] = {}
+        for key, default_value in defaults["authorize_params"]:  # type: ignore[attr-defined]
+            params[key] = default_value
+        for key in params_table.data:
+            params[key] = params_table.required_string(key)
+        params_table.finish()
+        sasl_default = defaults["sasl"]
+        assert isinstance(sasl_default, SaslMechanism)
+        imap_default = defaults["imap_host"]
+        ca_file = t.string("tls_ca_file")
+        return OAuthProviderSettings(
+            name=name,
+            preset=preset,
+            client_id=t.required_string("client_id"),
+            client_secret=t.secret("client_secret", required=False, owner=f"[oauth.{name}]"),
+            authorize_url=url("authorize_url", required=False) or "",
+            token_url=url("token_url", required=True) or "",
+            device_url=url("device_url", required=False),
+            revoke_url=url("revoke_url", required=False),
+            scopes=words("scopes"),
+            app_scopes=words("app_scopes"),
+            authorize_params=tuple(sorted(params.items())),
+            sasl=SaslMechanism(t.choice("sasl", sasl_default.value, tuple(m.value for m in SaslMechanism))),
+            imap_host=t.string("imap_host", imap_default if isinstance(imap_default, str) else None),
+            redirect_uri=url("redirect_uri", required=False),
+            tenant=tenant,
+            timeout_seconds=t.number("timeout_seconds", 30.0, minimum=1.0),
+            tls_ca_file=str(self.resolve(ca_file)) if ca_file else None,
+        )
+
+    def secrets(self, t: _Table) -> SecretsSettings:
+        key = t.secret("key", required=False, owner="[secrets]")
+        settings = SecretsSettings(key=key)
+        if key is not None:
+            label = "key_env" if "key_env" in t.data else "key_file"
+            if not settings.keys:
+                raise t.fail(label, "the key is empty")
+            for number, value in enumerate(settings.keys, start=1):
+                if not _is_fernet_key(value):
+                    raise t.fail(
+                        label,
+                        f"key {number} is not a Fernet key (32 bytes in URL-safe base64, 44 characters); "
+                        "make one with `threadline secrets generate-key`",
+                    )
+        return settings
 
     def alerts(self, t: _Table) -> AlertSettings:
         schedule = t.string("schedule", "0 8 * * mon-fri") or ""
@@ -340,7 +461,7 @@ class _Reader:
     def smtp(self, t: _Table) -> SmtpSettings:
         host = t.string("host", "") or ""
         security = t.choice("security", "starttls", _SECURITY_CHOICES)
-        if host and security == "none" and not _is_loopback(host):
+        if host and security == "none" and not is_loopback_host(host):
             raise t.fail("security", f"'none' is refused for {host}; use starttls or ssl")
         default_port = {"ssl": 465, "starttls": 587, "none": 25}[security]
         ca_file = t.string("tls_ca_file")
@@ -372,6 +493,8 @@ class _Reader:
         return LoggingSettings(level=level)
 
 
-def _required(secret: Secret | None) -> Secret:
-    assert secret is not None
-    return secret
+def _is_fernet_key(value: str) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(value.encode("ascii"))) == 32 and len(value) == 44
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return False

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 09:25:56.293295
+Create Date: 2026-12-01 12:58:15.873210
 """
 
 from collections.abc import Sequence
@@ -119,6 +119,84 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_companies_name"), ["name"], unique=False)
         batch_op.create_index(batch_op.f("ix_companies_owner_id"), ["owner_id"], unique=False)
 
+    op.create_table(
+        "mailboxes",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("host", sa.String(length=253), nullable=False),
+        sa.Column("port", sa.Integer(), nullable=False),
+        sa.Column("security", sa.String(length=16), nullable=False),
+        sa.Column("username", sa.String(length=320), nullable=False),
+        sa.Column(
+            "auth",
+            sa.Enum("password", "oauth", "app", name="mailboxauth", native_enum=False, length=16),
+            nullable=False,
+        ),
+        sa.Column("provider", sa.String(length=100), nullable=True),
+        sa.Column(
+            "sasl",
+            sa.Enum("xoauth2", "oauthbearer", name="saslmechanism", native_enum=False, length=16),
+            nullable=True,
+        ),
+        sa.Column("password_encrypted", sa.Text(), nullable=True),
+        sa.Column("folders", sa.JSON(), nullable=False),
+        sa.Column("owner_id", sa.Integer(), nullable=True),
+        sa.Column("address", sa.String(length=320), nullable=True),
+        sa.Column("poll_seconds", sa.Integer(), nullable=False),
+        sa.Column("idle", sa.Boolean(), nullable=False),
+        sa.Column("tls_ca_file", sa.String(length=1000), nullable=True),
+        sa.Column("timeout_seconds", sa.Float(), nullable=False),
+        sa.Column(
+            "sharing",
+            sa.Enum("shared", "private", name="sharing", native_enum=False, length=16),
+            nullable=False,
+        ),
+        sa.Column("paused_at", models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["owner_id"], ["users.id"], name=op.f("fk_mailboxes_owner_id_users"), ondelete="SET NULL"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_mailboxes")),
+        sa.UniqueConstraint("name", name=op.f("uq_mailboxes_name")),
+    )
+    with op.batch_alter_table("mailboxes", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_mailboxes_owner_id"), ["owner_id"], unique=False)
+
+    op.create_table(
+        "oauth_grants",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("mailbox", sa.String(length=200), nullable=False),
+        sa.Column("provider", sa.String(length=100), nullable=False),
+        sa.Column(
+            "flow",
+            sa.Enum("browser", "device", "app", name="grantflow", native_enum=False, length=16),
+            nullable=False,
+        ),
+        sa.Column("scopes", sa.Text(), nullable=False),
+        sa.Column("refresh_token_encrypted", sa.Text(), nullable=True),
+        sa.Column("access_token_encrypted", sa.Text(), nullable=True),
+        sa.Column("access_token_expires_at", models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column(
+            "state",
+            sa.Enum("active", "reconnect_needed", name="grantstate", native_enum=False),
+            nullable=False,
+        ),
+        sa.Column("reconnect_reason", sa.Text(), nullable=True),
+        sa.Column("reconnect_needed_at", models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("granted_at", models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("granted_by_id", sa.Integer(), nullable=True),
+        sa.Column("refreshed_at", models.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["granted_by_id"],
+            ["users.id"],
+            name=op.f("fk_oauth_grants_granted_by_id_users"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_oauth_grants")),
+        sa.UniqueConstraint("mailbox", name=op.f("uq_oauth_grants_mailbox")),
+    )
     op.create_table(
         "stages",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -623,6 +701,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_stages_pipeline_id"))
 
     op.drop_table("stages")
+    op.drop_table("oauth_grants")
+    with op.batch_alter_table("mailboxes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_mailboxes_owner_id"))
+
+    op.drop_table("mailboxes")
     with op.batch_alter_table("companies", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_companies_owner_id"))
         batch_op.drop_index(batch_op.f("ix_companies_name"))

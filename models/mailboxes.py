@@ -1,0 +1,463 @@
+"""Mailboxes managed in the database and their OAuth grants: the domain operations on both.
+
+Two kinds of mailbox exist side by side. [[mailboxes]] in the TOML file are the installer's (read-only in the
+panel); rows of `mailboxes` are added, edited, paused and removed in the panel. `effective_mailboxes` merges
+both into the one list the daemon syncs, as the same frozen `MailboxSettings` either way.
+
+A mailbox that signs in with OAuth has an `OAuthGrant`, keyed by the mailbox's name (so TOML mailboxes can be
+connected too). Every token and password passes through models.secrets on its way in and out: this module
+never writes one to a column in clear, and never puts one in a repr, a log line or an error message.
+
+Removing a mailbox deletes its row and its grant; the email it logged stays (activities and their sightings
+name the mailbox, they do not point at this row), and so does its sync cursor, so adding the same mailbox
+again carries on where it stopped instead of fetching everything twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from models.contacts import normalize_email
+from models.errors import DomainError, NotFoundError
+from models.schema import GrantFlow, GrantState, Mailbox, OAuthGrant, User
+from models.secrets import SecretBox, require_box
+from settings.model import (
+    NO_PASSWORD,
+    MailboxAuth,
+    MailboxSettings,
+    MailboxSettingsError,
+    MailboxSource,
+    OAuthProviderSettings,
+    SaslMechanism,
+    Secret,
+    Sharing,
+    validate_mailbox,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "MailboxFields",
+    "create_mailbox",
+    "delete_grant",
+    "effective_mailboxes",
+    "find_grant",
+    "forget_access_token",
+    "grant_access_token",
+    "grant_refresh_token",
+    "mailbox_fields",
+    "mark_reconnect_needed",
+    "pause_mailbox",
+    "remove_mailbox",
+    "resume_mailbox",
+    "store_grant",
+    "update_grant_tokens",
+    "update_mailbox",
+]
+
+
+# ---- mailboxes ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MailboxFields:
+    """What an admin fills in for a mailbox (everything but the password, which is passed on its own)."""
+
+    name: str
+    host: str
+    username: str
+    port: int = 993
+    security: str = "ssl"
+    auth: MailboxAuth = MailboxAuth.PASSWORD
+    provider: str | None = None
+    sasl: SaslMechanism | None = None
+    folders: tuple[str, ...] = ()
+    owner: str | None = None  # a user's email
+    address: str | None = None
+    poll_seconds: int = 60
+    idle: bool = True
+    tls_ca_file: str | None = None
+    timeout_seconds: float = 30.0
+    sharing: Sharing = Sharing.SHARED
+
+
+def mailbox_fields(mailbox: Mailbox) -> MailboxFields:
+    """The current values of a stored mailbox, e.g. to fill an edit form (the password is not among them)."""
+    return MailboxFields(
+        name=mailbox.name,
+        host=mailbox.host,
+        username=mailbox.username,
+        port=mailbox.port,
+        security=mailbox.security,
+        auth=mailbox.auth,
+        provider=mailbox.provider,
+        sasl=mailbox.sasl,
+        folders=tuple(mailbox.folders or ()),
+        owner=mailbox.owner.email if mailbox.owner is not None else None,
+        address=mailbox.address,
+        poll_seconds=mailbox.poll_seconds,
+        idle=mailbox.idle,
+        tls_ca_file=mailbox.tls_ca_file,
+        timeout_seconds=mailbox.timeout_seconds,
+        sharing=mailbox.sharing,
+    )
+
+
+def create_mailbox(
+    session: Session,
+    fields: MailboxFields,
+    *,
+    password: str | None = None,
+    box: SecretBox | None,
+    providers: Mapping[str, OAuthProviderSettings],
+    config_names: Collection[str] = (),
+    now: datetime,
+) -> Mailbox:
+    """Add a mailbox; its password (auth 'password') is stored encrypted. The name must be new, also among
+    the [[mailboxes]] of the config file (config_names)."""
+    name = fields.name.strip()
+    if name in config_names:
+        raise DomainError(f"a mailbox named {name!r} is already defined in the config file")
+    if session.scalar(select(Mailbox.id).where(Mailbox.name == name)) is not None:
+        raise DomainError(f"a mailbox named {name!r} already exists")
+    mailbox = Mailbox(name=name, created_at=now)
+    _apply(session, mailbox, fields, password=password, box=box, providers=providers, now=now)
+    session.add(mailbox)
+    session.flush()
+    return mailbox
+
+
+def update_mailbox(
+    session: Session,
+    name: str,
+    fields: MailboxFields,
+    *,
+    password: str | None = None,
+    box: SecretBox | None,
+    providers: Mapping[str, OAuthProviderSettings],
+    now: datetime,
+) -> Mailbox:
+    """Change a stored mailbox. password=None keeps the stored one (when the auth kind still needs one).
+
+    A mailbox is not renamed: its name is what its logged mail, sync cursor and grant are filed under.
+    Moving to another account (host, username), provider or auth kind drops the grant, which belonged to
+    the old one.
+    """
+    mailbox = _get(session, name)
+    if fields.name.strip() != mailbox.name:
+        raise DomainError(
+            f"mailbox {mailbox.name!r} cannot be renamed: its logged mail is filed under that name"
+        )
+    account_changed = (fields.host, fields.username, fields.auth, fields.provider) != (
+        mailbox.host,
+        mailbox.username,
+        mailbox.auth,
+        mailbox.provider,
+    )
+    _apply(session, mailbox, fields, password=password, box=box, providers=providers, now=now)
+    if account_changed:
+        session.execute(delete(OAuthGrant).where(OAuthGrant.mailbox == mailbox.name))
+    session.flush()
+    return mailbox
+
+
+def pause_mailbox(session: Session, name: str, *, now: datetime) -> Mailbox:
+    """Stop syncing a stored mailbox (it leaves the effective list) without forgetting anything."""
+    mailbox = _get(session, name)
+    if mailbox.paused_at is None:
+        mailbox.paused_at = now
+        mailbox.updated_at = now
+    return mailbox
+
+
+def resume_mailbox(session: Session, name: str, *, now: datetime) -> Mailbox:
+    mailbox = _get(session, name)
+    if mailbox.paused_at is not None:
+        mailbox.paused_at = None
+        mailbox.updated_at = now
+    return mailbox
+
+
+def remove_mailbox(session: Session, name: str, *, box: SecretBox | None) -> str | None:
+    """Delete a stored mailbox and its grant; what it logged stays. Returns the grant's refresh token (in
+    memory only) when there was one, so the caller can revoke it at the provider; None otherwise."""
+    mailbox = _get(session, name)
+    refresh_token = delete_grant(session, mailbox.name, box=box)
+    session.delete(mailbox)
+    session.flush()
+    return refresh_token
+
+
+def effective_mailboxes(
+    session: Session,
+    config_mailboxes: Sequence[MailboxSettings],
+    *,
+    box: SecretBox | None,
+    include_paused: bool = False,
+) -> tuple[MailboxSettings, ...]:
+    """Every mailbox to sync: the config file's, then the database's (by name), as frozen settings.
+
+    A stored mailbox with the name of a config one is left out (the file wins) with a warning. Paused
+    mailboxes are left out unless include_paused. A stored password is decrypted here, into a Secret.
+    """
+    result = list(config_mailboxes)
+    taken = {m.name for m in config_mailboxes}
+    query = select(Mailbox).order_by(Mailbox.name)
+    if not include_paused:
+        query = query.where(Mailbox.paused_at.is_(None))
+    owners = {u.id: u.email for u in session.scalars(select(User).where(User.id.in_(
+        select(Mailbox.owner_id).where(Mailbox.owner_id.is_not(None))
+    )))}  # fmt: skip
+    for mailbox in session.scalars(query):
+        if mailbox.name in taken:
+            log.warning(
+                "mailbox %r is defined in the config file and in the database: using the file's", mailbox.name
+            )
+            continue
+        result.append(_as_settings(mailbox, owners.get(mailbox.owner_id or 0), box))
+    return tuple(result)
+
+
+def _as_settings(mailbox: Mailbox, owner: str | None, box: SecretBox | None) -> MailboxSettings:
+    password = NO_PASSWORD
+    if mailbox.password_encrypted is not None:
+        secret = require_box(box, f"read the password of mailbox {mailbox.name!r}")
+        password = Secret(secret.decrypt(mailbox.password_encrypted), f"mailbox {mailbox.name!r} (database)")
+    return MailboxSettings(
+        name=mailbox.name,
+        host=mailbox.host,
+        username=mailbox.username,
+        password=password,
+        port=mailbox.port,
+        security=mailbox.security,
+        folders=tuple(mailbox.folders or ()),
+        owner=owner,
+        poll_seconds=mailbox.poll_seconds,
+        idle=mailbox.idle,
+        tls_ca_file=mailbox.tls_ca_file,
+        timeout_seconds=mailbox.timeout_seconds,
+        address=mailbox.address,
+        auth=mailbox.auth,
+        provider=mailbox.provider,
+        sasl=mailbox.sasl,
+        sharing=mailbox.sharing,
+        source=MailboxSource.DATABASE,
+    )
+
+
+def _apply(
+    session: Session,
+    mailbox: Mailbox,
+    fields: MailboxFields,
+    *,
+    password: str | None,
+    box: SecretBox | None,
+    providers: Mapping[str, OAuthProviderSettings],
+    now: datetime,
+) -> None:
+    keeps_password = (
+        password is None
+        and fields.auth is MailboxAuth.PASSWORD
+        and mailbox.auth is MailboxAuth.PASSWORD
+        and mailbox.password_encrypted is not None
+    )
+    owner = _owner(session, fields.owner)
+    address = normalize_email(fields.address) if fields.address else None
+    if fields.address and address is None:
+        raise DomainError(f"address {fields.address!r} is not an email address")
+    candidate = MailboxSettings(
+        name=fields.name.strip(),
+        host=fields.host.strip(),
+        username=fields.username.strip(),
+        # the rules only look at whether there is a password
+        password=Secret("kept" if keeps_password else (password or ""), "form"),
+        port=fields.port,
+        security=fields.security,
+        folders=tuple(f for f in fields.folders if f.strip()),
+        owner=owner.email if owner is not None else None,
+        poll_seconds=fields.poll_seconds,
+        idle=fields.idle,
+        tls_ca_file=fields.tls_ca_file or None,
+        timeout_seconds=fields.timeout_seconds,
+        address=address,
+        auth=fields.auth,
+        provider=fields.provider or None,
+        sasl=fields.sasl,
+        sharing=fields.sharing,
+        source=MailboxSource.DATABASE,
+    )
+    try:
+        validate_mailbox(candidate, providers)
+    except MailboxSettingsError as exc:
+        field_name = "password" if exc.key == "password_env" else exc.key
+        raise DomainError(f"mailbox {candidate.name!r}: {field_name}: {exc.problem}") from None
+    if fields.timeout_seconds < 1:
+        raise DomainError(f"mailbox {candidate.name!r}: timeout_seconds: must be at least 1")
+    mailbox.name = candidate.name
+    mailbox.host = candidate.host
+    mailbox.username = candidate.username
+    mailbox.port = candidate.port
+    mailbox.security = candidate.security
+    mailbox.auth = candidate.auth
+    mailbox.provider = candidate.provider
+    mailbox.sasl = candidate.sasl
+    mailbox.folders = list(candidate.folders)
+    mailbox.owner = owner
+    mailbox.address = candidate.address
+    mailbox.poll_seconds = candidate.poll_seconds
+    mailbox.idle = candidate.idle
+    mailbox.tls_ca_file = candidate.tls_ca_file
+    mailbox.timeout_seconds = candidate.timeout_seconds
+    mailbox.sharing = candidate.sharing
+    mailbox.updated_at = now
+    if candidate.auth is not MailboxAuth.PASSWORD:
+        mailbox.password_encrypted = None
+    elif password is not None:
+        mailbox.password_encrypted = require_box(box, "store a mailbox password").encrypt(password)
+
+
+def _owner(session: Session, email: str | None) -> User | None:
+    if not email:
+        return None
+    address = normalize_email(email)
+    user = session.scalar(select(User).where(User.email == address)) if address else None
+    if user is None:
+        raise DomainError(f"owner {email!r} is not a Threadline user")
+    return user
+
+
+def _get(session: Session, name: str) -> Mailbox:
+    mailbox = session.scalar(select(Mailbox).where(Mailbox.name == name))
+    if mailbox is None:
+        raise NotFoundError(f"no mailbox named {name!r} in the database")
+    return mailbox
+
+
+# ---- OAuth grants -------------------------------------------------------------------------------------
+
+
+def find_grant(session: Session, mailbox: str, *, for_update: bool = False) -> OAuthGrant | None:
+    """The mailbox's grant; for_update locks the row (PostgreSQL) so one process refreshes at a time."""
+    query = select(OAuthGrant).where(OAuthGrant.mailbox == mailbox)
+    if for_update:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def store_grant(
+    session: Session,
+    mailbox: str,
+    *,
+    provider: str,
+    flow: GrantFlow,
+    access_token: str,
+    refresh_token: str | None,
+    expires_at: datetime,
+    scopes: Sequence[str],
+    box: SecretBox | None,
+    now: datetime,
+    granted_by: User | None = None,
+) -> OAuthGrant:
+    """Record a new grant for the mailbox, replacing any earlier one (a reconnect clears reconnect_needed)."""
+    secret = require_box(box, "store an OAuth grant")
+    grant = find_grant(session, mailbox, for_update=True)
+    if grant is None:
+        grant = OAuthGrant(mailbox=mailbox)
+        session.add(grant)
+    grant.provider = provider
+    grant.flow = flow
+    grant.scopes = " ".join(scopes)
+    grant.refresh_token_encrypted = secret.encrypt(refresh_token) if refresh_token else None
+    grant.access_token_encrypted = secret.encrypt(access_token)
+    grant.access_token_expires_at = expires_at
+    grant.state = GrantState.ACTIVE
+    grant.reconnect_reason = None
+    grant.reconnect_needed_at = None
+    grant.granted_at = now
+    grant.granted_by = granted_by
+    grant.refreshed_at = None
+    grant.updated_at = now
+    session.flush()
+    return grant
+
+
+def update_grant_tokens(
+    session: Session,
+    grant: OAuthGrant,
+    *,
+    access_token: str,
+    refresh_token: str | None,
+    expires_at: datetime,
+    scopes: Sequence[str] = (),
+    box: SecretBox | None,
+    now: datetime,
+) -> None:
+    """After a refresh (or a new app-only token): the new access token, and the new refresh token when the
+    provider rotated it (Microsoft does, Google does not: a missing one keeps the stored one)."""
+    secret = require_box(box, "store an OAuth token")
+    grant.access_token_encrypted = secret.encrypt(access_token)
+    grant.access_token_expires_at = expires_at
+    if refresh_token:
+        grant.refresh_token_encrypted = secret.encrypt(refresh_token)
+    if scopes:
+        grant.scopes = " ".join(scopes)
+    grant.refreshed_at = now
+    grant.updated_at = now
+
+
+def grant_access_token(grant: OAuthGrant, box: SecretBox | None) -> str | None:
+    if grant.access_token_encrypted is None:
+        return None
+    return require_box(box, "read an OAuth token").decrypt(grant.access_token_encrypted)
+
+
+def grant_refresh_token(grant: OAuthGrant, box: SecretBox | None) -> str | None:
+    if grant.refresh_token_encrypted is None:
+        return None
+    return require_box(box, "read an OAuth token").decrypt(grant.refresh_token_encrypted)
+
+
+def forget_access_token(session: Session, mailbox: str, *, now: datetime) -> None:
+    """The mail server refused the cached access token: the next sign-in gets a fresh one."""
+    grant = find_grant(session, mailbox)
+    if grant is not None and grant.access_token_encrypted is not None:
+        grant.access_token_encrypted = None
+        grant.access_token_expires_at = None
+        grant.updated_at = now
+
+
+def mark_reconnect_needed(session: Session, mailbox: str, *, reason: str, now: datetime) -> OAuthGrant | None:
+    """The provider refused the grant (invalid_grant, consent revoked): its tokens are dropped and the state
+    says why and since when. Marking it again keeps the first time. None when the mailbox has no grant."""
+    grant = find_grant(session, mailbox)
+    if grant is None:
+        return None
+    if grant.state is not GrantState.RECONNECT_NEEDED:
+        grant.state = GrantState.RECONNECT_NEEDED
+        grant.reconnect_needed_at = now
+    grant.reconnect_reason = reason[:1000]
+    grant.refresh_token_encrypted = None
+    grant.access_token_encrypted = None
+    grant.access_token_expires_at = None
+    grant.updated_at = now
+    return grant
+
+
+def delete_grant(session: Session, mailbox: str, *, box: SecretBox | None) -> str | None:
+    """Forget the mailbox's grant (disconnect). Returns its refresh token, in memory only, so the caller can
+    revoke it at the provider; None when there was none (or no key to read it)."""
+    grant = find_grant(session, mailbox)
+    if grant is None:
+        return None
+    token: str | None = None
+    if box is not None and grant.refresh_token_encrypted is not None:
+        token = box.decrypt(grant.refresh_token_encrypted)
+    session.delete(grant)
+    session.flush()
+    return token
