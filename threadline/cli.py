@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -25,8 +25,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import migrate
 from models.db import make_engine, make_sessionmaker, transaction
 from models.errors import DomainError
-from settings import ConfigError, Settings, find_config_file, load_settings
+from models.secrets import SecretBox, check_stored_secrets, secret_box
+from settings import ConfigError, MailboxSettings, Settings, find_config_file, load_settings
 from threadline.logs import configure_logging
+
+if TYPE_CHECKING:
+    from daemon.credentials import MailboxCredentials
 
 log = logging.getLogger("threadline")
 
@@ -56,9 +60,45 @@ class Context:
         return self._engine
 
     def sessions(self, *, require_schema: bool = True) -> sessionmaker[Session]:
+        """The database's sessions; first checks the schema is current and the stored secrets readable."""
         if require_schema:
             self.require_schema()
-        return make_sessionmaker(self.engine)
+        factory = make_sessionmaker(self.engine)
+        if require_schema:
+            with factory() as session:
+                check_stored_secrets(session, self.box)
+        return factory
+
+    @property
+    def box(self) -> SecretBox | None:
+        """The encryption key for stored secrets ([secrets]), or None when none is configured."""
+        return secret_box(self.settings.secrets)
+
+    def mailboxes(
+        self, sessions: sessionmaker[Session], *, include_paused: bool = False
+    ) -> list[MailboxSettings]:
+        """The config file's mailboxes and the database's, as the daemon sees them."""
+        from models.mailboxes import effective_mailboxes
+
+        with sessions() as session:
+            return list(
+                effective_mailboxes(
+                    session, self.settings.mailboxes, box=self.box, include_paused=include_paused
+                )
+            )
+
+    def mailbox(
+        self, sessions: sessionmaker[Session], name: str, *, include_paused: bool = False
+    ) -> MailboxSettings:
+        for mailbox in self.mailboxes(sessions, include_paused=include_paused):
+            if mailbox.name == name:
+                return mailbox
+        raise UsageError(f"no mailbox named {name!r} in {self.settings.source} or in the database")
+
+    def credentials(self, sessions: sessionmaker[Session]) -> MailboxCredentials:
+        from daemon.credentials import MailboxCredentials
+
+        return MailboxCredentials(sessions, box=self.box, providers=self.settings.oauth, now_fn=now)
 
     def require_schema(self) -> None:
         try:
@@ -240,18 +280,28 @@ def cmd_sync(ctx: Context) -> int:
     import json
     import signal
     import threading
+    from dataclasses import replace
 
+    from daemon.imap import ImapSession, ImapTarget
     from daemon.sync import sync_mailbox
 
     if not ctx.args.once:
         raise UsageError(
             "`threadline sync` runs one pass and needs --once; the long-running sync is `threadline daemon`"
         )
-    settings = ctx.settings
-    mailboxes = [settings.mailbox(ctx.args.mailbox)] if ctx.args.mailbox else list(settings.mailboxes)
+    sessions = ctx.sessions()
+    everything = ctx.mailboxes(sessions)
+    # the sync treats every mailbox's addresses as the team's: the database's mailboxes count too
+    settings = replace(ctx.settings, mailboxes=tuple(everything))
+    mailboxes = [ctx.mailbox(sessions, ctx.args.mailbox)] if ctx.args.mailbox else everything
     if not mailboxes:
         raise UsageError(f"no [[mailboxes]] configured in {settings.source}: nothing to sync")
-    sessions = ctx.sessions()
+    credentials = ctx.credentials(sessions)
+
+    def sign_in(mailbox: MailboxSettings) -> Callable[[ImapTarget], ImapSession]:
+        # a password or an OAuth token, whichever the mailbox uses
+        return lambda _target: ImapSession(credentials.imap_target(mailbox))
+
     stop = threading.Event()
     # SIGTERM finishes the batch in progress and commits it instead of throwing it away
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -259,7 +309,9 @@ def cmd_sync(ctx: Context) -> int:
     for mailbox in mailboxes:
         if stop.is_set():
             break
-        result = sync_mailbox(settings, mailbox, sessions, now_fn=now, stop=stop)
+        result = sync_mailbox(
+            settings, mailbox, sessions, now_fn=now, stop=stop, imap_factory=sign_in(mailbox)
+        )
         failed = failed or result.error is not None
         print(json.dumps(result.as_json()) if ctx.args.json else result.summary(), flush=True)
     return EXIT_FAILED if failed else EXIT_OK
@@ -303,6 +355,83 @@ def cmd_import_mbox(ctx: Context) -> int:
 
 
 # ---- end of email sync ---------------------------------------------------------------------------------
+
+
+# ---- mailboxes and the encryption key ------------------------------------------------------------------
+
+
+def cmd_mailbox_list(ctx: Context) -> int:
+    from threadline.mailboxes import mailbox_rows
+
+    rows = mailbox_rows(ctx.settings, ctx.sessions(), ctx.box, now())
+    if not rows:
+        print(f"no mailboxes: add [[mailboxes]] to {_config_hint(ctx.settings)}")
+        return EXIT_OK
+    width = max(len(row.name) for row in rows)
+    for row in rows:
+        how = f"{row.auth} via {row.provider}" if row.provider else row.auth
+        print(f"{row.name:<{width}}  {row.source:<8}  {how:<24}  {row.state}")
+    return EXIT_OK
+
+
+def cmd_mailbox_connect(ctx: Context) -> int:
+    from models.secrets import require_box
+    from threadline.mailboxes import ConnectError, connect
+
+    sessions = ctx.sessions()
+    mailbox = ctx.mailbox(sessions, ctx.args.name, include_paused=True)
+    if not mailbox.uses_oauth:
+        raise UsageError(f"mailbox {mailbox.name!r} signs in with a password: there is nothing to connect")
+    require_box(ctx.box, "store an OAuth grant")  # before the user signs in, not after
+    credentials = ctx.credentials(sessions)
+    provider = ctx.settings.oauth.get(mailbox.provider or "")
+    if provider is None:
+        raise ConfigError(
+            f"{ctx.settings.source}: mailbox {mailbox.name!r} names an unknown provider in [oauth]"
+        )
+    try:
+        line = connect(
+            mailbox,
+            provider,
+            credentials,
+            browser=ctx.args.browser,
+            out=sys.stdout,
+            read_line=sys.stdin.readline,
+            check=not ctx.args.no_check,
+        )
+    except ConnectError as exc:
+        raise CommandError(str(exc)) from None
+    print(line)
+    return EXIT_OK
+
+
+def cmd_mailbox_disconnect(ctx: Context) -> int:
+    from threadline.mailboxes import disconnect
+
+    sessions = ctx.sessions()
+    mailbox = ctx.mailbox(sessions, ctx.args.name, include_paused=True)
+    if not mailbox.uses_oauth:
+        raise UsageError(f"mailbox {mailbox.name!r} signs in with a password: there is nothing to disconnect")
+    print(disconnect(mailbox, ctx.credentials(sessions)))
+    return EXIT_OK
+
+
+def cmd_secrets_generate_key(ctx: Context) -> int:
+    from threadline.mailboxes import print_key
+
+    print_key(sys.stdout)
+    return EXIT_OK
+
+
+def cmd_secrets_rotate(ctx: Context) -> int:
+    from threadline.mailboxes import rotate_key
+
+    count = rotate_key(ctx.sessions(), ctx.box)
+    print(f"{count} stored secret{'s' if count != 1 else ''} re-encrypted with the first key in [secrets]")
+    return EXIT_OK
+
+
+# ---- end of mailboxes ----------------------------------------------------------------------------------
 
 
 # ---- long-running processes ----------------------------------------------------------------------------
@@ -443,6 +572,42 @@ def build_parser() -> argparse.ArgumentParser:
     mbox = add(imports, "mbox", cmd_import_mbox, "backfill an mbox export through the sync's pipeline")
     mbox.add_argument("file")
     mbox.add_argument("--mailbox", metavar="NAME", required=True, help="the [[mailboxes]] entry it is from")
+
+    # mailboxes and the encryption key
+    mailbox = commands.add_parser("mailbox", help="mailboxes and their OAuth sign-in").add_subparsers(
+        dest="mailbox_command", metavar="ACTION"
+    )
+    mailbox.required = True
+    add(mailbox, "list", cmd_mailbox_list, "list every mailbox with how it signs in and its state")
+    connect = add(
+        mailbox,
+        "connect",
+        cmd_mailbox_connect,
+        "connect a mailbox through its OAuth provider (prints a code and an address, then waits)",
+    )
+    connect.add_argument("name")
+    connect.add_argument(
+        "--browser",
+        action="store_true",
+        help="sign in through the provider's consent page and paste the address it sends you to "
+        "(instead of the device code; the default for providers without one, such as Google)",
+    )
+    connect.add_argument("--no-check", action="store_true", help="do not sign in to IMAP afterwards")
+    disconnect = add(
+        mailbox, "disconnect", cmd_mailbox_disconnect, "forget a mailbox's OAuth grant and revoke it"
+    )
+    disconnect.add_argument("name")
+    secrets_ = commands.add_parser("secrets", help="the key that encrypts stored secrets").add_subparsers(
+        dest="secrets_command", metavar="ACTION"
+    )
+    secrets_.required = True
+    add(secrets_, "generate-key", cmd_secrets_generate_key, "print a new encryption key for [secrets]")
+    add(
+        secrets_,
+        "rotate",
+        cmd_secrets_rotate,
+        "re-encrypt every stored secret with the first key in [secrets] (put the new key first)",
+    )
 
     # long-running processes
     add(commands, "daemon", cmd_daemon, "sync every mailbox continuously and run the alert schedule")

@@ -25,5 +25,8 @@ def configure_logging(level: str = "INFO") -> None:
         "waitress.queue",
         "apscheduler.executors.default",
         "apscheduler.scheduler",
+        # HTTP libraries under the OAuth client: their debug lines carry URLs and headers
+        "urllib3",
+        "authlib",
     ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.fixtures.dovecot import oauth_dovecot  # noqa: F401 (the mailbox sign-in tests' IMAP server)
 from threadline.cli import main
 
 

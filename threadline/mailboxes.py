@@ -1,0 +1,196 @@
+"""The `threadline mailbox ...` and `threadline secrets ...` commands: listing, connecting and disconnecting
+mailboxes, and the encryption key's life cycle. Wiring and printing only; the work is in daemon/ and models/.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TextIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from daemon.credentials import MailboxCredentials
+from daemon.imap import ImapError, ImapSession
+from daemon.oauth import OAuthClient, OAuthError, TokenSet
+from models.db import transaction
+from models.mailboxes import delete_grant, effective_mailboxes
+from models.schema import GrantFlow, GrantState, Mailbox, MailboxStatus, OAuthGrant
+from models.secrets import SecretBox, generate_key, require_box, rotate_stored_secrets
+from settings.model import MailboxAuth, MailboxSettings, OAuthProviderSettings, Settings
+
+# Where the CLI's browser flow sends the user back to when [oauth.NAME] redirect_uri is not set. Nothing
+# listens there: the page fails to load and the user copies its address back into the terminal. Google
+# "Desktop app" clients and Microsoft "Mobile and desktop applications" platforms accept loopback addresses.
+DEFAULT_CLI_REDIRECT_URI = "http://localhost/"
+
+
+class ConnectError(Exception):
+    """Connecting failed for a reason the user can act on (printed as one line, exit 1)."""
+
+
+@dataclass(frozen=True)
+class MailboxRow:
+    name: str
+    source: str
+    auth: str
+    provider: str
+    state: str
+
+
+def mailbox_rows(
+    settings: Settings, sessions: sessionmaker[Session], box: SecretBox | None, now: datetime
+) -> list[MailboxRow]:
+    """Every mailbox (config file and database, paused ones too) with how it signs in and its state."""
+    with sessions() as session:
+        mailboxes = effective_mailboxes(session, settings.mailboxes, box=box, include_paused=True)
+        grants = {g.mailbox: g for g in session.scalars(select(OAuthGrant))}
+        statuses = {s.mailbox: s for s in session.scalars(select(MailboxStatus))}
+        paused = set(session.scalars(select(Mailbox.name).where(Mailbox.paused_at.is_not(None))))
+    rows = []
+    for mailbox in mailboxes:
+        grant = grants.get(mailbox.name)
+        status = statuses.get(mailbox.name)
+        if mailbox.name in paused:
+            state = "paused"
+        elif mailbox.auth is MailboxAuth.OAUTH and grant is None:
+            state = f"not connected: run `threadline mailbox connect {mailbox.name}`"
+        elif grant is not None and grant.state is GrantState.RECONNECT_NEEDED:
+            since = (
+                grant.reconnect_needed_at.isoformat(timespec="minutes") if grant.reconnect_needed_at else "?"
+            )
+            state = f"reconnect needed since {since} ({grant.reconnect_reason})"
+        elif status is not None and status.last_error:
+            state = f"error: {status.last_error.splitlines()[0][:120]}"
+        elif status is not None and status.last_success_at is not None:
+            state = f"ok, last sync {status.last_success_at.isoformat(timespec='minutes')}"
+        else:
+            state = "connected, not synced yet" if grant is not None else "not synced yet"
+        rows.append(
+            MailboxRow(
+                name=mailbox.name,
+                source=mailbox.source.value,
+                auth=mailbox.auth.value,
+                provider=mailbox.provider or "",
+                state=state,
+            )
+        )
+    return rows
+
+
+def connect(
+    mailbox: MailboxSettings,
+    provider: OAuthProviderSettings,
+    credentials: MailboxCredentials,
+    *,
+    browser: bool,
+    out: TextIO,
+    read_line: Callable[[], str],
+    check: bool = True,
+    stop: threading.Event | None = None,
+) -> str:
+    """Run the right flow for the mailbox, store the grant, then sign in once to prove it works. Returns
+    the line to print on success; raises ConnectError otherwise."""
+    client = credentials.client(provider)
+    try:
+        if mailbox.auth is MailboxAuth.APP:
+            flow, tokens = GrantFlow.CLIENT_CREDENTIALS, client.client_credentials()
+        elif browser or not provider.device_url:
+            flow, tokens = (
+                GrantFlow.AUTHORIZATION_CODE,
+                _browser_flow(mailbox, provider, client, out, read_line),
+            )
+        else:
+            flow, tokens = GrantFlow.DEVICE_CODE, _device_flow(mailbox, client, out, stop)
+    except OAuthError as exc:
+        raise ConnectError(f"mailbox {mailbox.name!r} not connected: {exc}") from None
+    credentials.store(mailbox, flow, tokens)
+    if not check:
+        return f"mailbox {mailbox.name!r} connected through {provider.name}"
+    try:
+        with ImapSession(credentials.imap_target(mailbox)):
+            pass
+    except ImapError as exc:
+        raise ConnectError(
+            f"mailbox {mailbox.name!r}: the grant is stored, but signing in to IMAP failed: {exc}"
+        ) from None
+    return (
+        f"mailbox {mailbox.name!r} connected through {provider.name}: "
+        f"signed in to {mailbox.host} as {mailbox.username}"
+    )
+
+
+def _device_flow(
+    mailbox: MailboxSettings, client: OAuthClient, out: TextIO, stop: threading.Event | None
+) -> TokenSet:
+    device = client.start_device_authorization()
+    minutes = max(1, round((device.expires_at - client.now_fn()).total_seconds() / 60))
+    print(
+        f"To connect mailbox {mailbox.name!r} ({mailbox.username}), open {device.verification_uri}\n"
+        f"and enter the code {device.user_code}\n"
+        f"Waiting for the sign-in (the code expires in {minutes} minutes; Ctrl-C to stop)...",
+        file=out,
+        flush=True,
+    )
+    return client.poll_device_authorization(device, stop=stop)
+
+
+def _browser_flow(
+    mailbox: MailboxSettings,
+    provider: OAuthProviderSettings,
+    client: OAuthClient,
+    out: TextIO,
+    read_line: Callable[[], str],
+) -> TokenSet:
+    request = client.begin_authorization(
+        provider.redirect_uri or DEFAULT_CLI_REDIRECT_URI, login_hint=mailbox.username
+    )
+    print(
+        f"To connect mailbox {mailbox.name!r} ({mailbox.username}), open this address in a browser "
+        f"and sign in:\n\n{request.url}\n\n"
+        f"Your browser is then sent to {request.redirect_uri} "
+        "(the page may fail to load: that is expected).\n"
+        "Paste the whole address from the browser's address bar here:",
+        file=out,
+        flush=True,
+    )
+    answer = read_line().strip()
+    if not answer:
+        raise ConnectError("no address pasted: nothing connected")
+    return client.finish_authorization(request, answer)
+
+
+def disconnect(mailbox: MailboxSettings, credentials: MailboxCredentials) -> str:
+    """Forget the mailbox's grant and revoke its refresh token at the provider when it can."""
+    provider = credentials.provider(mailbox)
+    with transaction(credentials.sessions) as session:
+        grant = session.scalar(select(OAuthGrant).where(OAuthGrant.mailbox == mailbox.name))
+        if grant is None:
+            return f"mailbox {mailbox.name!r} was not connected"
+        public = grant.flow is GrantFlow.DEVICE_CODE
+        refresh_token = delete_grant(session, mailbox.name, box=credentials.box)
+    if refresh_token is None:
+        return f"mailbox {mailbox.name!r} disconnected"
+    client = credentials.client(provider)
+    try:
+        revoked = client.revoke(refresh_token, public=public and client.device_flow_is_public)
+    except OAuthError as exc:
+        return f"mailbox {mailbox.name!r} disconnected (revoking at {provider.name} failed: {exc})"
+    how = (
+        f"its access revoked at {provider.name}" if revoked else f"{provider.name} has no revocation endpoint"
+    )
+    return f"mailbox {mailbox.name!r} disconnected, {how}"
+
+
+def rotate_key(sessions: sessionmaker[Session], box: SecretBox | None) -> int:
+    secret_box = require_box(box, "rotate secrets")
+    with transaction(sessions) as session:
+        return rotate_stored_secrets(session, secret_box)
+
+
+def print_key(out: TextIO = sys.stdout) -> None:
+    print(generate_key(), file=out)
