@@ -308,7 +308,9 @@ class _Reader:
             provider_name = t.string("provider")
             provider = providers.get(provider_name) if provider_name else None
             default_host = provider.imap_host if provider is not None else None
-            host = t.string("host", default_host) if default_host else t.required_string("host")
+            # an unknown provider is the mistake to report, not the host it would have given
+            host = t.string("host", default_host or "") if default_host or provider_name else None
+            host = host if host is not None else t.required_string("host")
             security = t.choice("security", "ssl", _SECURITY_CHOICES)
             default_port = 993 if security == "ssl" else 143
             owner = t.string("owner")

@@ -334,6 +334,7 @@ def validate_mailbox(mailbox: MailboxSettings, providers: Mapping[str, OAuthProv
     """
     if not mailbox.name.strip() or len(mailbox.name) > 200:
         raise MailboxSettingsError("name", "must be 1 to 200 characters")
+    _check_sign_in(mailbox, providers)
     if not mailbox.host.strip():
         raise MailboxSettingsError("host", "required key is missing")
     if not mailbox.username.strip():
@@ -351,6 +352,9 @@ def validate_mailbox(mailbox: MailboxSettings, providers: Mapping[str, OAuthProv
         )
     if mailbox.poll_seconds < 1:
         raise MailboxSettingsError("poll_seconds", f"must be at least 1, got {mailbox.poll_seconds}")
+
+
+def _check_sign_in(mailbox: MailboxSettings, providers: Mapping[str, OAuthProviderSettings]) -> None:
     if mailbox.auth is MailboxAuth.PASSWORD:
         if mailbox.provider is not None:
             raise MailboxSettingsError("provider", "only for auth = 'oauth' or 'app'")
