@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
-import ipaddress
 import logging
 import re
 import socket
@@ -26,6 +25,8 @@ from typing import Any, Final, Literal, Protocol, Self
 
 import imapclient
 from imapclient.exceptions import LoginError
+
+from settings.model import is_loopback_host
 
 __all__ = [
     "COMMON_SENT_NAMES",
@@ -489,23 +490,11 @@ def _refuse_insecure(target: ImapTarget) -> None:
         raise ImapSecurityError(
             f"{target.address}: unknown security {target.security!r}; use 'ssl', 'starttls' or 'none'"
         )
-    if target.security == "none" and not _is_loopback(target.host):
+    if target.security == "none" and not is_loopback_host(target.host):
         raise ImapSecurityError(
             f"{target.address}: refusing to send the password unencrypted to a non-local host; "
             "use security 'ssl' or 'starttls' ('none' is only allowed for localhost)"
         )
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
 
 
 def _tls_context(target: ImapTarget) -> ssl.SSLContext:

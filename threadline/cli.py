@@ -320,11 +320,11 @@ def cmd_sync(ctx: Context) -> int:
 def cmd_import_mbox(ctx: Context) -> int:
     from daemon.mbox import MboxError, import_mbox
 
-    mailbox = ctx.settings.mailbox(ctx.args.mailbox)
     path = Path(ctx.args.file)
     if not path.is_file():
         raise CommandError(f"{path}: no such file")
     sessions = ctx.sessions()
+    mailbox = ctx.mailbox(sessions, ctx.args.mailbox, include_paused=True)
     try:
         if sys.stderr.isatty():
             from rich.console import Console

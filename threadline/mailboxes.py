@@ -25,7 +25,7 @@ from settings.model import MailboxAuth, MailboxSettings, OAuthProviderSettings, 
 
 # Where the CLI's browser flow sends the user back to when [oauth.NAME] redirect_uri is not set. Nothing
 # listens there: the page fails to load and the user copies its address back into the terminal. Google
-# "Desktop app" clients and Microsoft "Mobile and desktop applications" platforms accept loopback addresses.
+# "Desktop app" clients and Microsoft "Web" redirect URIs accept http://localhost.
 DEFAULT_CLI_REDIRECT_URI = "http://localhost/"
 
 
