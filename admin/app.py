@@ -73,7 +73,7 @@ def create_app(
 
     `clock` returns the current UTC time (tests pass a fixed one so dashboard numbers are predictable).
     """
-    from admin import auth, board, dashboard, records, syncstatus, views
+    from admin import auth, board, dashboard, health, records, syncstatus, views
 
     app = Flask(__name__, static_folder="static", static_url_path="/admin/threadline-static")
     secret = settings.admin.secret_key
@@ -103,6 +103,7 @@ def create_app(
 
     CSRFProtect(app)
     auth.init_auth(app)
+    app.register_blueprint(health.blueprint(settings, sessions, clock or _utcnow))
 
     admin = Admin(
         app,

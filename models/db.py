@@ -53,6 +53,14 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def engine_of(sessions: sessionmaker[Session]) -> Engine:
+    """The engine a sessionmaker is bound to (for work outside a session: locks, schema checks)."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("the sessionmaker must be bound to an Engine")
+    return bind
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session], *, write: bool = True) -> Iterator[Session]:
     """A session whose work commits at the end of the block, or rolls back on any error."""

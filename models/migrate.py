@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
 from pathlib import Path
 
 from alembic import command
@@ -10,6 +12,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from models.schema import Base
 
@@ -49,6 +52,68 @@ def head_revision(engine: Engine) -> str | None:
 
 def is_up_to_date(engine: Engine) -> bool:
     return current_revision(engine) == head_revision(engine)
+
+
+def known_revisions(engine: Engine) -> set[str]:
+    """Every revision this version's migrations know (a database at another one is from a newer version)."""
+    scripts = ScriptDirectory.from_config(alembic_config(engine))
+    return {script.revision for script in scripts.walk_revisions()}
+
+
+class SchemaState(enum.StrEnum):
+    CURRENT = "current"
+    UNREACHABLE = "unreachable"
+    EMPTY = "empty"
+    BEHIND = "behind"  # an older schema: `threadline db upgrade` brings it up to date
+    UNKNOWN = "unknown"  # a revision this version does not know: a newer Threadline migrated it
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    state: SchemaState
+    current: str | None
+    head: str | None
+    detail: str = ""  # why the database is unreachable
+
+    @property
+    def problem(self) -> str | None:
+        """None when this version can work on the database; else one line saying what is wrong."""
+        match self.state:
+            case SchemaState.CURRENT:
+                return None
+            case SchemaState.UNREACHABLE:
+                return f"database unreachable: {self.detail}"
+            case SchemaState.EMPTY:
+                return "database is empty: run `threadline db upgrade`"
+            case SchemaState.UNKNOWN:
+                return (
+                    f"database is at revision {self.current}, unknown to this version "
+                    "(a newer Threadline migrated it)"
+                )
+        return (
+            f"database is at revision {self.current}, this version needs {self.head}: "
+            "run `threadline db upgrade`"
+        )
+
+
+def schema_status(engine: Engine) -> SchemaStatus:
+    """Can this version work on that database? The one answer for readiness checks, status and restores."""
+    head = head_revision(engine)
+    try:
+        current = current_revision(engine)
+    except SQLAlchemyError as exc:
+        text = str(getattr(exc, "orig", None) or exc).strip()
+        detail = text.splitlines()[0] if text else type(exc).__name__
+        return SchemaStatus(SchemaState.UNREACHABLE, None, head, detail)
+    if current == head:
+        state = SchemaState.CURRENT
+    elif current is None:
+        state = SchemaState.EMPTY
+    elif current not in known_revisions(engine):
+        state = SchemaState.UNKNOWN
+    else:
+        state = SchemaState.BEHIND
+    return SchemaStatus(state, current, head)
 
 
 def schema_differences(engine: Engine) -> list[object]:

@@ -29,6 +29,7 @@ from settings.model import (
     MailboxSettings,
     MailboxSettingsError,
     MatchingSettings,
+    MetricsSettings,
     OAuthPreset,
     OAuthProviderSettings,
     SaslMechanism,
@@ -82,6 +83,8 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
 _SECURITY_CHOICES = SECURITY_CHOICES
 _CREATE_CONTACTS_CHOICES = ("none", "sent", "sent_and_received")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# a guessable bearer token would make /metrics public in all but name
+METRICS_TOKEN_MIN_LENGTH = 24
 
 
 class _Table:
@@ -237,6 +240,7 @@ class _Reader:
             alerts=self._section(root, "alerts", self.alerts),
             smtp=self._section(root, "smtp", self.smtp),
             admin=self._section(root, "admin", self.admin),
+            metrics=self._section(root, "metrics", self.metrics),
             logging=self._section(root, "logging", self.logging),
             secrets=self._section(root, "secrets", self.secrets),
             oauth=providers,
@@ -487,6 +491,17 @@ class _Reader:
             secure_cookies=t.boolean("secure_cookies", False),
             threads=t.integer("threads", 8, minimum=1, maximum=64),
         )
+
+    def metrics(self, t: _Table) -> MetricsSettings:
+        token = t.secret("token", required=False, owner="[metrics]")
+        if token is not None and len(token.reveal()) < METRICS_TOKEN_MIN_LENGTH:
+            key = "token_env" if token.source.startswith("$") else "token_file"
+            raise t.fail(
+                key,
+                f"the metrics token from {token.source} is too short: use at least "
+                f"{METRICS_TOKEN_MIN_LENGTH} random characters (e.g. `openssl rand -hex 32`)",
+            )
+        return MetricsSettings(token=token)
 
     def logging(self, t: _Table) -> LoggingSettings:
         level = (t.string("level", "INFO") or "INFO").upper()

@@ -274,6 +274,17 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """`/metrics` on the panel's address: off (404) until a bearer token is configured."""
+
+    token: Secret | None = field(default=None, repr=False)
+
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
 
@@ -288,6 +299,7 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
     oauth: Mapping[str, OAuthProviderSettings] = field(default_factory=dict)

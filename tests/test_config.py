@@ -87,6 +87,17 @@ def test_the_cli_reads_the_file_the_environment_names(tmp_path, monkeypatch, cap
             "team.timezone: unknown time zone 'Mars/Olympus' (use a name like 'Europe/Paris')",
         ),
         ("[database\nurl = 1\n", {}, "not valid TOML"),
+        (
+            "[metrics]\ntoken = 'hunter2hunter2hunter2hunter2'\n",
+            {},
+            "metrics.token: secrets are not written in the config file; use token_env or token_file",
+        ),
+        (
+            "[metrics]\ntoken_env = 'SCRAPE'\n",
+            {"SCRAPE": "hunter2"},
+            "metrics.token_env: the metrics token from $SCRAPE is too short: use at least 24 random "
+            "characters",
+        ),
     ],
 )
 def test_a_mistake_is_one_line_naming_file_and_key_and_exit_2(
@@ -150,3 +161,14 @@ def test_a_database_password_from_url_env_never_appears_in_the_settings_repr(tmp
         config, environ={"DB_URL": "postgresql+psycopg://crm:db-very-secret@db.internal/crm"}
     )
     assert "db-very-secret" not in repr(settings)
+
+
+def test_metrics_are_off_until_a_token_is_configured(tmp_path):
+    assert not load_settings(None).metrics.enabled
+    (tmp_path / "metrics.token").write_text("0123456789abcdef0123456789abcdef\n", encoding="utf-8")
+    config = tmp_path / "metrics.toml"
+    config.write_text('[metrics]\ntoken_file = "metrics.token"\n', encoding="utf-8")
+    settings = load_settings(config, environ={})
+    assert settings.metrics.enabled and settings.metrics.token is not None
+    assert settings.metrics.token.reveal() == "0123456789abcdef0123456789abcdef"
+    assert "0123456789abcdef" not in repr(settings)

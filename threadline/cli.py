@@ -101,14 +101,11 @@ class Context:
         return MailboxCredentials(sessions, box=self.box, providers=self.settings.oauth, now_fn=now)
 
     def require_schema(self) -> None:
-        try:
-            up_to_date = migrate.is_up_to_date(self.engine)
-        except OperationalError as exc:
-            raise CommandError(f"cannot open the database {self.safe_url}: {_first_line(exc)}") from None
-        if not up_to_date:
-            raise CommandError(
-                f"the database {self.safe_url} is not migrated to this version: run `threadline db upgrade`"
-            )
+        schema = migrate.schema_status(self.engine)
+        if schema.state is migrate.SchemaState.UNREACHABLE:
+            raise CommandError(f"cannot open the database {self.safe_url}: {schema.detail}")
+        if schema.problem is not None:
+            raise CommandError(f"{self.safe_url}: {schema.problem}")
 
     @property
     def safe_url(self) -> str:
@@ -213,6 +210,17 @@ def cmd_demo(ctx: Context) -> int:
         ctx.sessions(), now=now(), out=sys.stdout, only_if_empty=ctx.args.if_empty, settings=ctx.settings
     )
     return EXIT_OK
+
+
+# ---- running it: status, backup, restore ---------------------------------------------------------------
+
+
+def cmd_status(ctx: Context) -> int:
+    from threadline.status import print_status, read_snapshot
+
+    snapshot = read_snapshot(ctx.sessions(), ctx.settings, now=now())
+    healthy = print_status(snapshot, ctx.settings, sys.stdout, as_json=ctx.args.json)
+    return EXIT_OK if healthy else EXIT_FAILED
 
 
 # ---- alerts (owned by the alerts feature) ----------------------------------------------------------------
@@ -548,6 +556,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--if-empty", action="store_true", help="do nothing when the database already has deals"
     )
+
+    status = add(
+        commands, "status", cmd_status, "each mailbox's sync health and the alerts; exit 1 when one fails"
+    )
+    status.add_argument("--json", action="store_true", help="print the status as one JSON object")
 
     # alerts feature
     alerts = add(

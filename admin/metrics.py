@@ -1,0 +1,185 @@
+"""Prometheus metrics computed from the database at scrape time (the panel's `/metrics`).
+
+One custom collector turns `models.health`'s snapshot into metric families on every scrape, so nothing is
+counted in this process's memory: any panel process reports the same numbers, however many daemons and
+panels share the database, and a restart loses nothing. The registry is this app's own (never the library's
+global one), with the process, platform and garbage-collector collectors of the serving process beside it.
+
+Adding a metric is adding a field to the snapshot in models/health.py and one family below.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from importlib import metadata
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import migrate
+from models.db import engine_of
+from models.health import ExpectedMailbox, HealthSnapshot, MailboxState, take_snapshot
+
+log = logging.getLogger("threadline.metrics")
+
+Clock = Callable[[], datetime]
+
+
+def threadline_version() -> str:
+    try:
+        return metadata.version("threadline")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def make_registry(
+    sessions: sessionmaker[Session], expected: Callable[[], Sequence[ExpectedMailbox]], clock: Clock
+) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    registry.register(DatabaseCollector(sessions, expected, clock))
+    return registry
+
+
+class DatabaseCollector:
+    """Reads the health snapshot on each scrape; a database that cannot be read shows as `..._up 0`."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        expected: Callable[[], Sequence[ExpectedMailbox]],
+        clock: Clock,
+    ) -> None:
+        self.sessions = sessions
+        self.expected = expected
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        yield InfoMetricFamily(
+            "threadline_build", "Threadline's version.", value={"version": threadline_version()}
+        )
+        schema = migrate.schema_status(engine_of(self.sessions))
+        yield _gauge(
+            "threadline_database_up",
+            "1 when the database answers.",
+            schema.state is not migrate.SchemaState.UNREACHABLE,
+        )
+        yield _gauge(
+            "threadline_database_schema_current",
+            "1 when the database is migrated to this version's schema.",
+            schema.problem is None,
+        )
+        if schema.problem is not None:
+            log.warning("metrics: %s", schema.problem)
+            return
+        try:
+            with self.sessions() as session:
+                snapshot = take_snapshot(session, self.expected(), now=self.clock())
+        except SQLAlchemyError as exc:
+            log.warning("metrics: cannot read the health snapshot: %s", exc)
+            return
+        yield from mailbox_families(snapshot)
+        yield from alert_families(snapshot)
+
+
+def _gauge(name: str, documentation: str, value: float | bool) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=float(value))
+
+
+def mailbox_families(snapshot: HealthSnapshot) -> Iterator[Metric]:
+    now = snapshot.taken_at
+    labels = ["mailbox"]
+    state = GaugeMetricFamily(
+        "threadline_mailbox_state",
+        "1 for the mailbox's state (ok, failing, stale, never synced, unconfigured), 0 for the others.",
+        labels=["mailbox", "state"],
+    )
+    last_success = GaugeMetricFamily(
+        "threadline_mailbox_last_success_timestamp_seconds",
+        "When the mailbox last synced successfully (Unix time); absent when it never did.",
+        labels=labels,
+    )
+    since_success = GaugeMetricFamily(
+        "threadline_mailbox_seconds_since_last_success",
+        "Seconds since the mailbox last synced successfully; absent when it never did.",
+        labels=labels,
+    )
+    seen = CounterMetricFamily(
+        "threadline_mailbox_messages_seen", "Messages the sync has fetched from the mailbox.", labels=labels
+    )
+    logged = CounterMetricFamily(
+        "threadline_mailbox_messages_logged",
+        "Messages from the mailbox filed in the CRM (new activities and copies of known ones).",
+        labels=labels,
+    )
+    failures = GaugeMetricFamily(
+        "threadline_mailbox_consecutive_failures",
+        "Failed sync attempts in a row (0 when the last attempt worked).",
+        labels=labels,
+    )
+    quarantined = GaugeMetricFamily(
+        "threadline_mailbox_quarantined_messages",
+        "Messages from the mailbox set aside in quarantine and not resolved.",
+        labels=labels,
+    )
+    backoff = GaugeMetricFamily(
+        "threadline_mailbox_backoff_seconds",
+        "Seconds until the next attempt of a failing mailbox (0 when it is not backing off).",
+        labels=labels,
+    )
+    for mailbox in snapshot.mailboxes:
+        name = [mailbox.name]
+        for each in MailboxState:
+            state.add_metric([mailbox.name, each.value], float(mailbox.state is each))
+        if mailbox.last_success_at is not None:
+            last_success.add_metric(name, mailbox.last_success_at.timestamp())
+            since_success.add_metric(name, mailbox.seconds_since_success(now) or 0.0)
+        seen.add_metric(name, mailbox.messages_seen)
+        logged.add_metric(name, mailbox.messages_logged)
+        failures.add_metric(name, mailbox.consecutive_failures)
+        quarantined.add_metric(name, mailbox.quarantined)
+        backoff.add_metric(name, mailbox.backoff_seconds(now))
+    yield from (state, last_success, since_success, seen, logged, failures, quarantined, backoff)
+    yield _gauge(
+        "threadline_emails_needing_review",
+        "Logged emails waiting for someone to choose their deal.",
+        snapshot.emails_needing_review,
+    )
+
+
+def alert_families(snapshot: HealthSnapshot) -> Iterator[Metric]:
+    labels = ["kind"]
+    decided = CounterMetricFamily("threadline_alerts_decided", "Alerts decided, by kind.", labels=labels)
+    sent = CounterMetricFamily(
+        "threadline_alerts_sent", "Alerts emailed in a digest, by kind.", labels=labels
+    )
+    unsent = GaugeMetricFamily(
+        "threadline_alerts_unsent", "Alerts waiting for the next digest, by kind.", labels=labels
+    )
+    failing = GaugeMetricFamily(
+        "threadline_alerts_failing",
+        "Unsent alerts whose last attempt to email them failed, by kind.",
+        labels=labels,
+    )
+    for counts in snapshot.alerts.kinds:
+        decided.add_metric([counts.kind], counts.decided)
+        sent.add_metric([counts.kind], counts.sent)
+        unsent.add_metric([counts.kind], counts.unsent)
+        failing.add_metric([counts.kind], counts.failing)
+    yield from (decided, sent, unsent, failing)
+    yield CounterMetricFamily(
+        "threadline_alert_digests_sent",
+        "Digest emails sent (one owner's alerts in one email).",
+        value=snapshot.alerts.digests_sent,
+    )
+    yield _gauge(
+        "threadline_alert_recipients_failing",
+        "Owners whose digest could not be sent on the last attempt.",
+        snapshot.alerts.recipients_failing,
+    )
