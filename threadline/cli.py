@@ -223,6 +223,30 @@ def cmd_status(ctx: Context) -> int:
     return EXIT_OK if healthy else EXIT_FAILED
 
 
+def cmd_backup(ctx: Context) -> int:
+    from threadline.backup import BackupError, backup
+
+    try:
+        result = backup(ctx.settings.database.url, Path(ctx.args.file))
+    except BackupError as exc:
+        raise CommandError(str(exc)) from None
+    print(result.summary())
+    return EXIT_OK
+
+
+def cmd_restore(ctx: Context) -> int:
+    from threadline.backup import BackupError, restore
+
+    try:
+        result = restore(ctx.settings.database.url, Path(ctx.args.file), force=ctx.args.force)
+    except BackupError as exc:
+        raise CommandError(str(exc)) from None
+    print(result.summary())
+    if result.schema.problem is not None:
+        print(f"threadline: restored, but {result.schema.problem}", file=sys.stderr)
+    return EXIT_OK
+
+
 # ---- alerts (owned by the alerts feature) ----------------------------------------------------------------
 
 
@@ -561,6 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "status", cmd_status, "each mailbox's sync health and the alerts; exit 1 when one fails"
     )
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
+    backup = add(commands, "backup", cmd_backup, "write a consistent copy of the whole database to FILE")
+    backup.add_argument("file")
+    restore = add(commands, "restore", cmd_restore, "replace the database with a backup made by `backup`")
+    restore.add_argument("file")
+    restore.add_argument("--force", action="store_true", help="replace a database that already holds data")
 
     # alerts feature
     alerts = add(
