@@ -280,6 +280,7 @@ def cmd_admin(ctx: Context) -> int:
     import threading
 
     from admin.app import create_app, serve
+    from threadline import systemd
 
     host = ctx.args.host or ctx.settings.admin.host
     port = ctx.args.port if ctx.args.port is not None else ctx.settings.admin.port
@@ -287,15 +288,17 @@ def cmd_admin(ctx: Context) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    try:
-        serve(
-            app,
-            host,
-            port,
-            threads=ctx.settings.admin.threads,
-            stop_event=stop,
-            on_ready=lambda h, p: print(f"admin panel on http://{h}:{p}/ (Ctrl-C to stop)", flush=True),
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        print(f"admin panel on http://{bound_host}:{bound_port}/ (Ctrl-C to stop)", flush=True)
+        systemd.supervise(
+            lambda: systemd.answers_healthz(bound_host, bound_port),
+            stop,
+            status=f"admin panel on http://{bound_host}:{bound_port}/",
         )
+
+    try:
+        serve(app, host, port, threads=ctx.settings.admin.threads, stop_event=stop, on_ready=ready)
     except OSError as exc:
         raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     print("admin panel stopped")
@@ -479,15 +482,21 @@ def _stop_on_signals() -> threading.Event:
 
 def cmd_daemon(ctx: Context) -> int:
     from daemon.service import Daemon
+    from threadline import systemd
 
     sessions = ctx.sessions()
-    return Daemon(ctx.settings, sessions, stop=_stop_on_signals()).run()
+    stop = _stop_on_signals()
+    daemon = Daemon(ctx.settings, sessions, stop=stop)
+    count = len(ctx.settings.mailboxes)
+    systemd.supervise(lambda: bool(daemon.scheduler.running), stop, status=f"syncing {count} mailbox(es)")
+    return daemon.run()
 
 
 def cmd_run(ctx: Context) -> int:
     """The admin panel and the daemon in one process: what `make run` ends in."""
     from admin.app import create_app, serve
     from daemon.service import Daemon
+    from threadline import systemd
 
     settings = ctx.settings
     sessions = ctx.sessions()
@@ -503,6 +512,11 @@ def cmd_run(ctx: Context) -> int:
         print(f"Threadline is running: open http://{bound_host}:{bound_port}/ (Ctrl-C to stop)", flush=True)
         if not settings.mailboxes:
             print(f"No mailboxes configured yet: add [[mailboxes]] to {_config_hint(settings)} (see README)")
+        systemd.supervise(
+            lambda: bool(daemon.scheduler.running) and systemd.answers_healthz(bound_host, bound_port),
+            stop,
+            status=f"admin panel on http://{bound_host}:{bound_port}/ and the daemon",
+        )
 
     try:
         serve(app, host, port, threads=settings.admin.threads, stop_event=stop, on_ready=ready)
