@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs the real servers Threadline's tests talk to (Debian/Ubuntu): Dovecot for IMAP, Chromium for the
-# browser tests. PostgreSQL is expected to be running already (see README). Safe to run repeatedly.
+# browser tests, and the tools the deployment tests use (systemd-analyze checks the units in deploy/,
+# pg_dump/pg_restore back up PostgreSQL). PostgreSQL is expected to be running already (see README).
+# Safe to run repeatedly.
 set -euo pipefail
 
 missing=()
 command -v dovecot >/dev/null 2>&1 || missing+=(dovecot-imapd)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v pg_dump >/dev/null 2>&1 || missing+=(postgresql-client)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

@@ -277,3 +277,15 @@ def test_the_installed_pg_dump_serves_the_test_server(db: TestDatabase) -> None:
     tool = pg_tool("pg_dump", major)
     version = subprocess.run([str(tool), "--version"], capture_output=True, text=True, check=True).stdout
     assert int(version.split("(PostgreSQL)")[1].split(".")[0]) >= major
+
+
+def test_the_client_tools_get_the_connection_without_its_password() -> None:
+    from sqlalchemy.engine import make_url
+
+    from threadline.backup import _conninfo
+
+    local = make_url("postgresql+psycopg://threadline@/threadline?host=/var/run/postgresql")
+    assert _conninfo(local) == "user='threadline' dbname='threadline' host='/var/run/postgresql'"
+    remote = make_url("postgresql+psycopg://crm:s3cr%27et@db.internal:5433/crm?sslmode=verify-full")
+    assert _conninfo(remote) == "host='db.internal' port='5433' user='crm' dbname='crm' sslmode='verify-full'"
+    assert "s3cr" not in _conninfo(remote)
