@@ -133,6 +133,18 @@ def _partial_file(target: Path) -> Iterator[Path]:
             partial.unlink()
 
 
+@contextlib.contextmanager
+def _database(url: URL) -> Iterator[Engine]:
+    """An engine on the URL, disposed afterwards; a database error becomes one line naming the database."""
+    engine = make_engine(url.render_as_string(hide_password=False))
+    try:
+        yield engine
+    except SQLAlchemyError as exc:
+        raise BackupError(f"cannot open the database {_safe(url)}: {_first_line(exc)}") from None
+    finally:
+        engine.dispose()
+
+
 def _sqlite_path(url: URL) -> Path:
     database = url.database or ""
     if not database or database == ":memory:":
@@ -169,14 +181,9 @@ def _sqlite_revision(connection: sqlite3.Connection) -> str | None:
 
 
 def _backup_postgres(url: URL, partial: Path) -> str | None:
-    engine = make_engine(url.render_as_string(hide_password=False))
-    try:
+    with _database(url) as engine:
         server_major = _server_major(engine)
         revision = migrate.current_revision(engine)
-    except SQLAlchemyError as exc:
-        raise BackupError(f"cannot open the database {_safe(url)}: {_first_line(exc)}") from None
-    finally:
-        engine.dispose()
     if revision is None:
         raise BackupError(f"the database {_safe(url)} is empty (never migrated): nothing to back up")
     pg_dump = pg_tool("pg_dump", server_major)
@@ -203,8 +210,7 @@ def restore(url: str, source: Path, *, force: bool) -> RestoreResult:
             f"{source} is a {kind} backup and the configured database is {wanted}: a backup is restored into "
             f"the kind of database it came from (to move between them, use export and import)"
         )
-    engine = make_engine(url)
-    try:
+    with _database(parsed) as engine:
         if kind == "sqlite":
             revision = _restore_sqlite(engine, parsed, source, force=force)
         else:
@@ -212,10 +218,6 @@ def restore(url: str, source: Path, *, force: bool) -> RestoreResult:
         engine.dispose()  # new connections see the restored database
         counts = _counts(engine)
         schema = migrate.schema_status(engine)
-    except SQLAlchemyError as exc:
-        raise BackupError(f"cannot open the database {_safe(parsed)}: {_first_line(exc)}") from None
-    finally:
-        engine.dispose()
     return RestoreResult(kind, revision, counts, schema, time.monotonic() - started)
 
 
