@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,17 +48,32 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def head_revision(engine: Engine) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    return _scripts().head
+
+
+@dataclass(frozen=True)
+class _Scripts:
+    head: str | None
+    known: frozenset[str]
+
+
+@functools.cache
+def _scripts() -> _Scripts:
+    # The migrations shipped with this version never change while it runs; reading them costs tens of
+    # milliseconds, too much for a readiness probe asked every few seconds.
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    scripts = ScriptDirectory.from_config(config)
+    return _Scripts(scripts.get_current_head(), frozenset(s.revision for s in scripts.walk_revisions()))
 
 
 def is_up_to_date(engine: Engine) -> bool:
     return current_revision(engine) == head_revision(engine)
 
 
-def known_revisions(engine: Engine) -> set[str]:
+def known_revisions(engine: Engine) -> frozenset[str]:
     """Every revision this version's migrations know (a database at another one is from a newer version)."""
-    scripts = ScriptDirectory.from_config(alembic_config(engine))
-    return {script.revision for script in scripts.walk_revisions()}
+    return _scripts().known
 
 
 class SchemaState(enum.StrEnum):

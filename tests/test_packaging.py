@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,9 +39,19 @@ def _run(*args: str | Path, cwd: Path, timeout: float = 600, env: dict[str, str]
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Build from a clean copy: setuptools reuses an in-tree build/ directory, whose leftovers (a module
+    # deleted since) would end up in the wheel, and building must not litter the checkout.
+    source = tmp_path_factory.mktemp("source") / "threadline"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "test-output"
+        ),
+    )
     out = tmp_path_factory.mktemp("dist")
     try:
-        _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", out, ROOT, cwd=out)
+        _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", out, source, cwd=out)
     except AssertionError as exc:
         if "No matching distribution" in str(exc) or "Could not find a version" in str(exc):
             missing_part(f"the build dependencies could not be downloaded from PyPI: {exc}")
