@@ -97,7 +97,7 @@ def mailbox_families(snapshot: HealthSnapshot) -> Iterator[Metric]:
     labels = ["mailbox"]
     state = GaugeMetricFamily(
         "threadline_mailbox_state",
-        "1 for the mailbox's state (ok, failing, stale, never synced, unconfigured), 0 for the others.",
+        "1 for the mailbox's state (see MailboxState: ok, failing, stale, ...), 0 for the others.",
         labels=["mailbox", "state"],
     )
     last_success = GaugeMetricFamily(

@@ -6,9 +6,10 @@ mailbox in trouble" (`MailboxState`), so `threadline status`, the panel's `/metr
 agree. Everything is computed from the database at the time of asking, so any process (a panel on another
 machine, a second panel behind a load balancer) reports the same numbers; nothing is kept in memory.
 
-A mailbox is judged against the configuration the caller passes (`ExpectedMailbox`: its name and poll
-interval). A mailbox the database knows but the configuration does not (removed, or configured only on
-another machine) is reported as `unconfigured` and never counts as a problem.
+A mailbox is judged against what should be syncing: the config file's [[mailboxes]] the caller passes
+(`ExpectedMailbox`: a name and a poll interval) and the mailboxes managed in the database (a paused one is
+`paused`, not a problem). A mailbox the sync knows but neither lists (removed, or configured only on another
+machine) is reported as `unconfigured` and never counts as a problem either.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from models.notifications import KINDS
-from models.schema import Activity, FolderSyncState, MailboxStatus, Notification, QuarantinedMessage
+from models.schema import (
+    Activity,
+    FolderSyncState,
+    Mailbox,
+    MailboxStatus,
+    Notification,
+    QuarantinedMessage,
+)
 from settings import MailboxSettings
 
 # A healthy mailbox records a success at least every poll (or every minute while idle, see daemon.sync): no
@@ -36,7 +44,8 @@ class MailboxState(enum.StrEnum):
     FAILING = "failing"  # the last attempt failed; the daemon retries after a backoff
     STALE = "stale"  # no successful sync for longer than `stale_after`: no daemon is syncing it
     NEVER = "never synced"  # configured, but no sync has completed a folder yet
-    UNCONFIGURED = "unconfigured"  # in the database, not in this configuration
+    PAUSED = "paused"  # a database mailbox someone paused: not synced on purpose
+    UNCONFIGURED = "unconfigured"  # the sync knows it, but no configuration lists it any more
 
     @property
     def is_problem(self) -> bool:
@@ -128,7 +137,7 @@ def take_snapshot(session: Session, expected: Sequence[ExpectedMailbox], *, now:
 def mailbox_health(
     session: Session, expected: Sequence[ExpectedMailbox], *, now: datetime
 ) -> list[MailboxHealth]:
-    """The configured mailboxes in their order, then any others the database knows, by name."""
+    """The config file's mailboxes in their order, then the database's, then any others the sync knows."""
     statuses = {row.mailbox: row for row in session.scalars(select(MailboxStatus))}
     folders = {
         row.mailbox: row
@@ -149,7 +158,13 @@ def mailbox_health(
             .group_by(QuarantinedMessage.mailbox)
         )
     }
-    polls = {m.name: m.poll_seconds for m in expected}
+    polls: dict[str, int | None] = {m.name: m.poll_seconds for m in expected}
+    for name, poll_seconds, paused_at in session.execute(
+        select(Mailbox.name, Mailbox.poll_seconds, Mailbox.paused_at).order_by(Mailbox.name)
+    ):
+        # the config file's mailbox of the same name wins, as it does for the daemon
+        polls.setdefault(name, None if paused_at is not None else int(poll_seconds))
+    paused = {name for name, poll in polls.items() if poll is None}
     others = sorted((set(statuses) | set(folders) | set(quarantined)) - set(polls))
     result = []
     for name in [*polls, *others]:
@@ -161,10 +176,13 @@ def mailbox_health(
         ]
         last_success = max(successes) if successes else None
         failures = (status.consecutive_failures or 0) if status else 0
+        state = (
+            MailboxState.PAUSED if name in paused else _state(polls.get(name), failures, last_success, now)
+        )
         result.append(
             MailboxHealth(
                 name=name,
-                state=_state(polls.get(name), failures, last_success, now),
+                state=state,
                 last_success_at=last_success,
                 last_attempt_at=status.last_attempt_at if status else None,
                 last_error=status.last_error if status and failures else None,

@@ -24,6 +24,7 @@ _STYLES = {
     MailboxState.FAILING: "bold red",
     MailboxState.STALE: "bold red",
     MailboxState.NEVER: "yellow",
+    MailboxState.PAUSED: "dim",
     MailboxState.UNCONFIGURED: "dim",
 }
 

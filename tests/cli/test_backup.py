@@ -11,7 +11,7 @@ import os
 import sqlite3
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -21,11 +21,14 @@ import pytest
 from sqlalchemy import text
 
 from models import migrate
-from models.db import make_engine
+from models.db import make_engine, transaction
+from models.mailboxes import MailboxFields, create_mailbox
 from models.schema import Base
+from models.secrets import generate_key, secret_box
 from settings import Secret, Settings, load_settings
 from tests.cli.conftest import Result
 from tests.fixtures.database import TestDatabase
+from tests.fixtures.factories import NOW
 from tests.fixtures.operations import *  # noqa: F403
 from tests.fixtures.operations import Team
 from threadline.backup import BackupError, pg_tool
@@ -146,12 +149,17 @@ def walk_secrets(value: object) -> Iterator[Secret]:
     elif isinstance(value, tuple | list):
         for item in value:
             yield from walk_secrets(item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from walk_secrets(item)
 
 
-def test_a_backup_holds_no_secret_from_the_configuration(
-    team_database: Team, run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_backup_holds_no_key_and_no_secret_from_the_configuration(
+    team_database: Team, run, fresh_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     team = team_database
+    key = generate_key()
+    (tmp_path / "encryption.key").write_text(key + "\n", encoding="utf-8")
     (tmp_path / "smtp.password").write_text("smtp-password-4f1c9e\n", encoding="utf-8")
     (tmp_path / "metrics.token").write_text("metrics-token-0b7d2a6c55e84f7e93\n", encoding="utf-8")
     monkeypatch.setenv("PANEL_KEY", "panel-session-key-91a6f0c2d8e4b7a3c5f1e9d2")
@@ -161,11 +169,19 @@ def test_a_backup_holds_no_secret_from_the_configuration(
             '\n[smtp]\nhost = "127.0.0.1"\nsecurity = "none"\nusername = "crm"\n'
             'password_file = "smtp.password"\n'
             '\n[admin]\nsecret_key_env = "PANEL_KEY"\n\n[metrics]\ntoken_file = "metrics.token"\n'
+            '\n[secrets]\nkey_file = "encryption.key"\n'
         ),
     )
     settings: Settings = load_settings(config)
     secrets = [s.reveal() for s in walk_secrets(settings)]
-    assert len(secrets) >= 5  # two mailbox passwords, SMTP, the panel's key, the metrics token
+    # two mailbox passwords, SMTP, the panel's key, the metrics token, the encryption key
+    assert len(secrets) >= 6 and key in secrets
+    # a mailbox added in the panel: its password is stored, encrypted with that key
+    stored_password = "panel-typed-imap-password-7d41"
+    box = secret_box(settings.secrets)
+    with transaction(team.db.sessions) as session:
+        fields = MailboxFields(name="stored", host="imap.example.com", username="stored@team.example")
+        create_mailbox(session, fields, password=stored_password, box=box, providers={}, now=NOW)
 
     backup_file = tmp_path / "no-secrets.backup"
     assert run(config, "backup", str(backup_file)).code == 0
@@ -179,12 +195,22 @@ def test_a_backup_holds_no_secret_from_the_configuration(
             capture_output=True,
             check=True,
         ).stdout
-        assert b"INSERT" in contents or b"COPY public.activities" in contents
+        assert b"COPY public.activities" in contents
     else:
         assert b"SQLite format 3" in contents[:16]
     assert team.good.password.reveal() in secrets  # the sync really ran with this password
-    for secret in secrets:
+    assert b"stored@team.example" in contents  # the stored mailbox is in the backup...
+    for secret in [*secrets, stored_password]:  # ...but neither its password in clear nor any key
         assert secret.encode() not in contents, f"a secret from {config} is inside the backup"
+
+    # restored without the key, the stored secrets cannot be read; with it they can
+    restored = team.write_config(tmp_path / "restored.toml", fresh_url)
+    assert run(restored, "restore", str(backup_file)).code == 0
+    without_key = run(restored, "status")
+    assert without_key.code == 2 and "encryption key" in without_key.err.lower()
+    key_config = '\n[secrets]\nkey_file = "encryption.key"\n'
+    with_key = run(team.write_config(tmp_path / "with-key.toml", fresh_url, extra=key_config), "status")
+    assert with_key.err == "" and "stored" in with_key.out and "never synced" in with_key.out
 
 
 def test_restoring_an_older_backup_says_to_upgrade_and_a_newer_one_is_refused(

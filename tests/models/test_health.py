@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
 from models.health import ExpectedMailbox, MailboxState, mailbox_health, stale_after, take_snapshot
+from models.mailboxes import MailboxFields, create_mailbox, pause_mailbox
 from models.schema import FolderSyncState, MailboxStatus, QuarantinedMessage
+from models.secrets import SecretBox, generate_key
 from tests.fixtures.factories import NOW
 
 
@@ -109,3 +112,20 @@ def test_numbers_add_up_over_folders_and_only_pending_quarantine_counts(session:
     assert snapshot.problems == ()
     assert [k.kind for k in snapshot.alerts.kinds] == ["stalled_deal", "overdue_task", "waiting_lead"]
     assert snapshot.alerts.digests_sent == 0 and snapshot.emails_needing_review == 0
+
+
+def test_mailboxes_managed_in_the_database_count_and_a_paused_one_is_no_problem(session: Session) -> None:
+    box = SecretBox([generate_key()])
+    for name, poll in (("shared-sales", 120), ("on-hold", 60), ("jane", 300)):
+        fields = MailboxFields(name=name, host="imap.example.com", username=f"{name}@team.example")
+        create_mailbox(
+            session, replace(fields, poll_seconds=poll), password="pw", box=box, providers={}, now=NOW
+        )
+    pause_mailbox(session, "on-hold", now=NOW)
+    session.add(ok_since("shared-sales", timedelta(minutes=20)))  # three polls of 2 minutes, and 15 minutes
+    session.commit()
+    found = {m.name: m for m in mailbox_health(session, [ExpectedMailbox("jane", poll_seconds=60)], now=NOW)}
+    assert list(found) == ["jane", "on-hold", "shared-sales"]
+    assert found["shared-sales"].state is MailboxState.STALE
+    assert found["on-hold"].state is MailboxState.PAUSED and not MailboxState.PAUSED.is_problem
+    assert found["jane"].state is MailboxState.NEVER  # the config file's entry wins over the stored one
