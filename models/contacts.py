@@ -1,4 +1,5 @@
-"""Contacts and companies: email normalization, lookups by address and domain, creating them on demand."""
+"""Contacts and companies: email normalization, lookups by address and domain, creating them on demand, and
+setting a contact's addresses or a company's domains (an address or a domain belongs to one record only)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from models.errors import DomainError
 from models.schema import Company, CompanyDomain, Contact, ContactEmail, User
 
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+\.[^@\s<>(),;:\"\[\]]+$")
@@ -100,3 +102,40 @@ def display_name_from_email(address: str) -> str:
     local = address.split("@", 1)[0].split("+", 1)[0]
     words = [w for w in re.split(r"[._-]+", local) if w]
     return " ".join(w.capitalize() for w in words) or address
+
+
+def set_contact_emails(session: Session, contact: Contact, addresses: Iterable[str]) -> None:
+    """Make these the contact's addresses; one that is not an address or belongs to another contact is
+    refused with a DomainError."""
+    wanted: list[str] = []
+    for address in addresses:
+        normalized = normalize_email(address)
+        if normalized is None:
+            raise DomainError(f"{address!r} is not an email address")
+        wanted.append(normalized)
+    with session.no_autoflush:
+        contact.emails[:] = [e for e in contact.emails if e.email in wanted]
+        session.flush()
+        for address in dict.fromkeys(wanted):
+            if address not in {e.email for e in contact.emails} and not add_contact_email(
+                session, contact, address
+            ):
+                raise DomainError(f"{address} already belongs to another contact")
+
+
+def set_company_domains(session: Session, company: Company, domains: Iterable[str]) -> None:
+    """Make these the company's email domains; one that is not a domain name or belongs to another company is
+    refused with a DomainError."""
+    wanted = [d for d in (normalize_domain(d) for d in domains) if d]
+    for domain in wanted:
+        if "." not in domain or " " in domain:
+            raise DomainError(f"{domain!r} is not a domain name")
+    with session.no_autoflush:
+        query = select(CompanyDomain).where(CompanyDomain.domain.in_(wanted))
+        if company.id is not None:
+            query = query.where(CompanyDomain.company_id != company.id)
+        taken = session.scalars(query).first()
+        if taken is not None:
+            raise DomainError(f"{taken.domain} already belongs to {taken.company.name}")
+    existing = {d.domain: d for d in company.domains}
+    company.domains[:] = [existing.get(d) or CompanyDomain(domain=d) for d in dict.fromkeys(wanted)]

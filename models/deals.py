@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.errors import DomainError, NotFoundError
+from models.money import DEFAULT_CURRENCY, normalize_currency
 from models.schema import (
     Company,
     Contact,
@@ -81,12 +82,13 @@ def create_deal(
     pipeline: Pipeline | None = None,
     stage: Stage | None = None,
     value: Decimal = Decimal("0"),
-    currency: str = "USD",
+    currency: str = DEFAULT_CURRENCY,
     company: Company | None = None,
     contacts: Sequence[Contact] = (),
     owner: User | None = None,
     expected_close_on: date | None = None,
     by: User | None = None,
+    alerts_muted: bool = False,
 ) -> Deal:
     """A new deal in a stage (the pipeline's first open stage by default), with its first history entry."""
     if not title.strip():
@@ -97,9 +99,7 @@ def create_deal(
     stage = stage or first_open_stage(pipeline)
     if stage.pipeline_id != pipeline.id:
         raise DomainError(f"stage {stage.name!r} is not in pipeline {pipeline.name!r}")
-    currency = (currency or "USD").strip().upper()
-    if len(currency) != 3 or not currency.isalpha():
-        raise DomainError(f"currency must be a three-letter code like EUR, got {currency!r}")
+    currency = normalize_currency(currency)
     status = _STATUS_FOR_KIND[stage.kind]
     deal = Deal(
         title=title.strip(),
@@ -114,7 +114,7 @@ def create_deal(
         created_at=now,
         stage_entered_at=now,
         closed_at=now if status != DealStatus.OPEN else None,
-        alerts_muted=False,
+        alerts_muted=alerts_muted,
     )
     deal.contacts.extend(contacts)
     session.add(deal)
@@ -171,3 +171,19 @@ def get_stage(session: Session, stage_id: int) -> Stage:
     if stage is None:
         raise NotFoundError(f"stage {stage_id} does not exist")
     return stage
+
+
+def delete_pipeline(session: Session, pipeline: Pipeline) -> None:
+    """Remove a pipeline (and its stages); refused while any deal is in it."""
+    if session.scalar(select(Deal.id).where(Deal.pipeline_id == pipeline.id).limit(1)) is not None:
+        raise DomainError(f"pipeline {pipeline.name!r} still has deals: move or delete them first")
+    session.delete(pipeline)
+    session.flush()
+
+
+def delete_stage(session: Session, stage: Stage) -> None:
+    """Remove a stage; refused while any deal is in it (move them with move_deal_to_stage first)."""
+    if session.scalar(select(Deal.id).where(Deal.stage_id == stage.id).limit(1)) is not None:
+        raise DomainError(f"stage {stage.name!r} still has deals: move them first")
+    session.delete(stage)
+    session.flush()

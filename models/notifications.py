@@ -442,3 +442,24 @@ def mark_failed(session: Session, ids: Iterable[int], *, error: str) -> int:
 
 def count_unsent(session: Session) -> int:
     return int(session.scalar(select(func.count()).where(Notification.sent_at.is_(None))) or 0)
+
+
+def unread_count(session: Session, user_id: int) -> int:
+    """How many of the user's notifications they have not read yet."""
+    return int(
+        session.scalar(
+            select(func.count(Notification.id)).where(
+                Notification.user_id == user_id, Notification.read_at.is_(None)
+            )
+        )
+        or 0
+    )
+
+
+def mark_read(session: Session, user: User, *, now: datetime, notification_id: int | None = None) -> int:
+    """Mark the user's unread notifications read (only one, given its id); returns how many changed."""
+    where = [Notification.user_id == user.id, Notification.read_at.is_(None)]
+    if notification_id is not None:
+        where.append(Notification.id == notification_id)
+    result = session.execute(update(Notification).where(*where).values(read_at=now))
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -114,6 +114,8 @@ class User(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     alerts_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
+    # raised when the user logs out or gets a new password or role: every older login session ends
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     def __repr__(self) -> str:
         return f"User({self.email!r}, {self.role.value})"

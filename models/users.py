@@ -1,8 +1,16 @@
-"""Staff members: creating them and checking their passwords (Argon2, a deliberately slow hash)."""
+"""Staff members: creating and changing them, checking their passwords (Argon2, a deliberately slow hash),
+and ending their login sessions.
+
+Every user has a `session_version`; a login session remembers the version it began with and is refused once
+the user's version has moved on. Logging out, a new password, a new role and deactivation move it, so no copy
+of an older session cookie keeps working.
+"""
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
+from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -60,3 +68,67 @@ def create_user(
 
 def find_user(session: Session, email: str) -> User | None:
     return session.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """A hash of a password nobody knows, checked when the email is unknown so both cases cost the same."""
+    return _hasher.hash(secrets.token_urlsafe(32))
+
+
+def authenticate(session: Session, email: str, password: str) -> User | None:
+    """The active user with this email and password, or None.
+
+    The same Argon2 verification runs whether the email is known or not, whether the account is active or not,
+    so the time of the answer does not tell which accounts exist.
+    """
+    user = find_user(session, email) if email.strip() else None
+    stored = user.password_hash if user is not None and user.password_hash else _dummy_hash()
+    matches: bool
+    try:
+        matches = _hasher.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        matches = False
+    if user is None or not user.password_hash or not matches or not user.active:
+        return None
+    return user
+
+
+def end_sessions(user: User) -> None:
+    """Log the user out everywhere: every login session that began before now stops working."""
+    user.session_version = (user.session_version or 0) + 1
+
+
+def update_user(
+    session: Session,
+    user: User,
+    *,
+    email: str,
+    name: str,
+    role: Role | str,
+    active: bool,
+    alerts_enabled: bool,
+    password: str | None = None,
+) -> None:
+    """Change a user; a new password, a new role or deactivation ends the user's login sessions."""
+    address = normalize_email(email)
+    if address is None:
+        raise DomainError(f"{email!r} is not an email address")
+    taken = session.scalar(select(User.id).where(User.email == address, User.id != user.id))
+    if taken is not None:
+        raise DomainError(f"a user with the email {address} already exists")
+    try:
+        new_role = Role(role)
+    except ValueError:
+        raise DomainError(f"role must be one of admin, manager, rep; got {role!r}") from None
+    ends_sessions = bool(password) or new_role != user.role or (user.active and not active)
+    if password:
+        user.password_hash = hash_password(password)
+    user.email = address
+    user.name = name.strip() or address
+    user.role = new_role
+    user.active = active
+    user.alerts_enabled = alerts_enabled
+    if ends_sessions:
+        end_sessions(user)
+    session.flush()

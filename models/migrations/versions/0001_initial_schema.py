@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-01 12:58:15.873210
+Create Date: 2026-12-01 13:47:53.708664
 """
 
 from collections.abc import Sequence
@@ -99,6 +99,7 @@ def upgrade() -> None:
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("alerts_enabled", sa.Boolean(), nullable=False),
         sa.Column("created_at", models.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("session_version", sa.Integer(), server_default="0", nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
     )
