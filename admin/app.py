@@ -1,9 +1,9 @@
-"""The admin panel's Flask application: `create_app(settings)` wires sessions, login, CSRF and the views;
-`serve(app, ...)` runs it under waitress until asked to stop.
+"""The admin panel's Flask application: `create_app(settings)` wires the shared state, login, CSRF, security
+headers, error pages and every view; `serve(app, ...)` runs it under waitress until asked to stop.
 
-One SQLAlchemy session per request (a thread-scoped session removed on teardown); every state-changing
-request must carry a CSRF token (form field `csrf_token` or header `X-CSRFToken`); every page under /admin
-requires a logged-in, active user.
+This is the top of admin/: it imports the views to register them, and nothing in admin/ imports it (views
+reach the shared state through admin.context). Every state-changing request must carry a CSRF token (form
+field `csrf_token` or header `X-CSRFToken`); every page under /admin requires a logged-in, active user.
 """
 
 from __future__ import annotations
@@ -17,23 +17,35 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g, redirect, request, url_for
+from flask import Flask, redirect, request, url_for
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
-from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy import func, select
+from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.wrappers import Response as BaseResponse
 
+from admin import auth, context, errors, health, security
+from admin.views.activities import ActivityView
+from admin.views.base import ThreadlineModelView
+from admin.views.board import BoardView
+from admin.views.companies import CompanyView
+from admin.views.contacts import ContactView
+from admin.views.dashboard import DashboardView
+from admin.views.deals import DealView
+from admin.views.notifications import NotificationsView, unread_notifications
+from admin.views.pipelines import PipelineView, StageView
+from admin.views.records import RecordsView
+from admin.views.syncstatus import SyncStatusView
+from admin.views.tasks import TaskView
+from admin.views.users import UserView
 from models.db import make_engine, make_sessionmaker
-from models.schema import Notification
+from models.schema import Activity, Company, Contact, Deal, Pipeline, Stage, Task, User
 from settings import Settings
 
 log = logging.getLogger("threadline.admin")
 
 SECRET_FILE_NAME = ".threadline-secret"  # noqa: S105 (a file name, not a secret)
-Clock = Callable[[], datetime]
 
 
 def _utcnow() -> datetime:
@@ -67,15 +79,13 @@ def create_app(
     settings: Settings,
     sessions: sessionmaker[Session] | None = None,
     *,
-    clock: Clock | None = None,
+    clock: context.Clock | None = None,
 ) -> Flask:
     """The admin panel for these settings; `sessions` defaults to a new engine on settings.database.url.
 
     `clock` returns the current UTC time (tests pass a fixed one so dashboard numbers are predictable).
     """
-    from admin import auth, board, dashboard, health, records, syncstatus, views
-
-    app = Flask(__name__, static_folder="static", static_url_path="/admin/threadline-static")
+    app = Flask(__name__, static_folder="static", static_url_path=security.STATIC_PREFIX)
     secret = settings.admin.secret_key
     app.config.update(
         SECRET_KEY=secret.reveal()
@@ -98,9 +108,9 @@ def create_app(
     if sessions is None:
         owned_engine = make_engine(settings.database.url, echo=settings.database.echo)
         sessions = make_sessionmaker(owned_engine)
-    db_session = RequestSession(sessions)
-    app.extensions["threadline"] = AdminState(settings, db_session, clock or _utcnow, owned_engine)
-
+    state = context.init_app(app, settings, sessions, clock or _utcnow, owned_engine)
+    security.trust_proxies(app, settings.admin.trusted_proxy_hops)
+    security.init_security(app)
     CSRFProtect(app)
     auth.init_auth(app)
     app.register_blueprint(health.blueprint(settings, sessions, clock or _utcnow))
@@ -110,17 +120,11 @@ def create_app(
         name="Threadline",
         url="/admin",
         theme=Bootstrap4Theme(base_template="threadline/base.html", fluid=True),
-        index_view=dashboard.DashboardView(name="Dashboard", url="/admin", endpoint="admin"),
+        index_view=DashboardView(name="Dashboard", url="/admin", endpoint="admin"),
+        csp_nonce_generator=security.csp_nonce,
     )
-    views.register(admin, db_session)
-    admin.add_view(board.BoardView(name="Board", endpoint="board", url="/admin/board"))
-    admin.add_view(records.RecordsView(name="Records", endpoint="records", url="/admin/records"))
-    admin.add_view(syncstatus.SyncStatusView(name="Sync status", endpoint="syncstatus", url="/admin/sync"))
-    admin.add_view(
-        syncstatus.NotificationsView(
-            name="Notifications", endpoint="notifications", url="/admin/notifications"
-        )
-    )
+    add_views(admin, state.db_session)
+    errors.init_errors(app, admin.index_view)
 
     @app.before_request
     def _begin_request() -> None:
@@ -128,36 +132,11 @@ def create_app(
         # daemon's batch instead of failing when its read transaction would have to upgrade.
         # (the login form writes nothing, and its slow password hash must not hold the lock)
         if request.method not in ("GET", "HEAD", "OPTIONS") and request.endpoint != "login":
-            session = db_session()
+            session = context.db()
             if session.get_bind().dialect.name == "sqlite" and not session.in_transaction():
                 session.connection(execution_options={"sqlite_immediate": True})
 
-    @app.teardown_appcontext
-    def _end_request(_exc: BaseException | None) -> None:
-        db_session.remove()
-
-    @app.after_request
-    def _security_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-            "script-src 'self' 'unsafe-inline'; frame-src 'self'; object-src 'none'; base-uri 'self'; "
-            "form-action 'self'; frame-ancestors 'self'",
-        )
-        if request.path.startswith("/admin") and not request.path.startswith("/admin/threadline-static"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
-
-    @app.errorhandler(CSRFError)
-    def _csrf_error(error: CSRFError) -> tuple[str, int]:
-        return f"Refused: {error.description} Go back, reload the page and try again.", 400
-
-    @app.context_processor
-    def _navbar() -> dict[str, Any]:
-        return {"unread_notifications": unread_notifications}
+    app.context_processor(lambda: {"unread_notifications": unread_notifications})
 
     @app.route("/")
     def _root() -> BaseResponse:
@@ -166,59 +145,30 @@ def create_app(
     return app
 
 
-class RequestSession(scoped_session[Session]):
-    """The per-request session (thread-scoped, removed at teardown) handed to Flask-Admin's views.
-
-    Flask-Admin 2.x warns when given a bare session and wants a `db` object with a `.session`; this scoped
-    session is its own `.session`, so the views use it directly and nothing is deprecated.
-    """
-
-    @property
-    def session(self) -> RequestSession:
-        return self
-
-
-class AdminState:
-    """What the views need from the factory: settings, the request-scoped session and the clock."""
-
-    def __init__(
-        self, settings: Settings, db_session: scoped_session[Session], clock: Clock, engine: Any
-    ) -> None:
-        self.settings = settings
-        self.db_session = db_session
-        self.clock = clock
-        self.engine = engine
-
-
-def state() -> AdminState:
-    from flask import current_app
-
-    value = current_app.extensions["threadline"]
-    assert isinstance(value, AdminState)
-    return value
-
-
-def db() -> Session:
-    """The current request's session."""
-    return state().db_session()
-
-
-def now() -> datetime:
-    return state().clock()
-
-
-def unread_notifications() -> int:
-    from flask_login import current_user
-
-    if not current_user.is_authenticated:
-        return 0
-    if "unread_notifications" not in g:
-        g.unread_notifications = db().scalar(
-            select(func.count(Notification.id)).where(
-                Notification.user_id == current_user.id, Notification.read_at.is_(None)
-            )
-        )
-    return int(g.unread_notifications or 0)
+def add_views(admin: Admin, db_session: context.RequestSession) -> None:
+    """Every page of the panel, in menu order."""
+    records: tuple[tuple[type[ThreadlineModelView], type[Any], str, str], ...] = (
+        (ContactView, Contact, "Contacts", "contact"),
+        (CompanyView, Company, "Companies", "company"),
+        (DealView, Deal, "Deals", "deal"),
+        (TaskView, Task, "Tasks", "task"),
+        (ActivityView, Activity, "Activities", "activity"),
+    )
+    for view, model, name, endpoint in records:
+        admin.add_view(view(model, db_session, name=name, endpoint=endpoint))
+    configuration: tuple[tuple[type[ThreadlineModelView], type[Any], str, str], ...] = (
+        (UserView, User, "Users", "user"),
+        (PipelineView, Pipeline, "Pipelines", "pipeline"),
+        (StageView, Stage, "Stages", "stage"),
+    )
+    for view, model, name, endpoint in configuration:
+        admin.add_view(view(model, db_session, name=name, endpoint=endpoint, category="Settings"))
+    admin.add_view(BoardView(name="Board", endpoint="board", url="/admin/board"))
+    admin.add_view(RecordsView(name="Records", endpoint="records", url="/admin/records"))
+    admin.add_view(SyncStatusView(name="Sync status", endpoint="syncstatus", url="/admin/sync"))
+    admin.add_view(
+        NotificationsView(name="Notifications", endpoint="notifications", url="/admin/notifications")
+    )
 
 
 def serve(
@@ -245,6 +195,6 @@ def serve(
     finally:
         server.task_dispatcher.shutdown()
         wasyncore.close_all(socket_map)
-        engine = app.extensions["threadline"].engine
+        engine = context.state_of(app).engine
         if engine is not None:
             engine.dispose()

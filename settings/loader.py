@@ -490,6 +490,7 @@ class _Reader:
             secret_key=t.secret("secret_key", required=False, owner="[admin]"),
             secure_cookies=t.boolean("secure_cookies", False),
             threads=t.integer("threads", 8, minimum=1, maximum=64),
+            trusted_proxy_hops=t.integer("trusted_proxy_hops", 0, minimum=0, maximum=10),
         )
 
     def metrics(self, t: _Table) -> MetricsSettings:

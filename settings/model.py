@@ -271,6 +271,7 @@ class AdminSettings:
     secret_key: Secret | None = field(default=None, repr=False)
     secure_cookies: bool = False
     threads: int = 8
+    trusted_proxy_hops: int = 0
 
 
 @dataclass(frozen=True)

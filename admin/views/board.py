@@ -14,10 +14,10 @@ from markupsafe import Markup
 from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
-from admin import auth
-from admin.app import db, now, state
-from admin.dashboard import money_text
-from admin.views import GuardedView, expose
+from admin import permissions
+from admin.context import db, now, settings
+from admin.formatting import money_text
+from admin.views.base import GuardedView, expose
 from models.deals import move_deal_to_stage
 from models.errors import DomainError
 from models.reports import Board, board
@@ -64,7 +64,7 @@ class BoardView(GuardedView):
     @expose("/")
     def index(self) -> str:
         session = db()
-        settings = state().settings
+        config = settings()
         pipelines = list(session.scalars(select(Pipeline).order_by(Pipeline.position, Pipeline.id)))
         if not pipelines:
             return self.page("threadline/board.html", board=None, pipelines=[], users=[], owner_id=None)
@@ -78,12 +78,12 @@ class BoardView(GuardedView):
             session,
             pipeline_id=pipeline.id,
             now=now(),
-            default_stall_days=settings.alerts.stall_days,
+            default_stall_days=config.alerts.stall_days,
             owner_id=owner_id,
             cards_per_column=CARDS_PER_COLUMN,
         )
-        is_manager = auth.is_manager_or_admin()
-        me = auth.user().id
+        is_manager = permissions.is_manager_or_admin()
+        me = permissions.user().id
         return self.page(
             "threadline/board.html",
             board=result,
@@ -118,12 +118,12 @@ class BoardView(GuardedView):
         stage = session.get(Stage, stage_id)
         if deal is None or stage is None:
             return fail("no such deal or stage", 404)
-        if not auth.can_move(deal):
+        if not permissions.can_move(deal):
             return fail("you can only move your own deals", 403)
         lost_reason = str(data.get("lost_reason") or "").strip()[:500] or None
         try:
             change = move_deal_to_stage(
-                session, deal, stage, now=now(), by=auth.user(), lost_reason=lost_reason
+                session, deal, stage, now=now(), by=permissions.user(), lost_reason=lost_reason
             )
             session.commit()
         except DomainError as exc:
@@ -138,7 +138,7 @@ class BoardView(GuardedView):
             session,
             pipeline_id=deal.pipeline_id,
             now=now(),
-            default_stall_days=state().settings.alerts.stall_days,
+            default_stall_days=settings().alerts.stall_days,
             owner_id=owner_id,
             cards_per_column=0,
         )

@@ -13,8 +13,9 @@ from typing import Any
 from flask import request
 from sqlalchemy import select
 
-from admin.app import db, now, state
-from admin.views import GuardedIndexView, expose, fmt_datetime
+from admin.context import db, now, settings
+from admin.formatting import fmt_datetime, money_text
+from admin.views.base import GuardedIndexView, expose
 from models.reports import MoneyByCurrency, dashboard
 from models.schema import Pipeline, User
 
@@ -26,12 +27,6 @@ class Bar:
     """0..100, percent of the widest bar."""
     text: str
     href: str | None = None
-
-
-def money_text(amounts: MoneyByCurrency) -> str:
-    if not amounts:
-        return "0"
-    return " + ".join(f"{value:,.2f} {currency}" for currency, value in amounts.items())
 
 
 def bars(items: list[tuple[str, Decimal | float | int, str]], href: Any = None) -> list[Bar]:
@@ -57,7 +52,7 @@ def percent(rate: float | None) -> str:
 class DashboardView(GuardedIndexView):
     @expose("/")
     def index(self) -> str:
-        settings = state().settings
+        config = settings()
         session = db()
         pipelines = list(session.scalars(select(Pipeline).order_by(Pipeline.position, Pipeline.id)))
         users = list(session.scalars(select(User).where(User.active.is_(True)).order_by(User.name)))
@@ -70,8 +65,8 @@ class DashboardView(GuardedIndexView):
         report = dashboard(
             session,
             now=now(),
-            tz=settings.team.timezone,
-            default_stall_days=settings.alerts.stall_days,
+            tz=config.team.timezone,
+            default_stall_days=config.alerts.stall_days,
             pipeline_id=pipeline_id,
             owner_id=owner_id,
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from datetime import datetime
 from typing import Any
 
 import nh3
@@ -20,9 +19,11 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import joinedload, selectinload
 from werkzeug.wrappers import Response as BaseResponse
 
-from admin import auth
-from admin.app import db, now
-from admin.views import GuardedView, expose, fmt_datetime, fmt_money, local_naive_to_utc
+from admin import permissions
+from admin.auth import safe_next
+from admin.context import db, now
+from admin.formatting import fmt_datetime, fmt_money, parse_local_datetime
+from admin.views.base import GuardedView, expose
 from models import email_log
 from models.activities import MANUAL_KINDS, complete_task, create_task, log_activity
 from models.deals import move_deal_to_stage
@@ -53,17 +54,6 @@ def clean_email_html(html: str) -> str:
     return nh3.clean(
         html, url_schemes={"http", "https", "mailto", "cid", "data"}, link_rel="noopener noreferrer"
     )
-
-
-def parse_local_datetime(value: str | None) -> datetime | None:
-    """A `datetime-local` input ('2026-11-23T09:30') in the team's time zone, as UTC."""
-    if not value or not value.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise DomainError(f"{value!r} is not a date and time (use YYYY-MM-DD HH:MM)") from None
-    return local_naive_to_utc(parsed)
 
 
 class RecordsView(GuardedView):
@@ -142,7 +132,7 @@ class RecordsView(GuardedView):
             stages=stages,
             tasks=tasks,
             contacts=list(deal.contacts),
-            may_move=auth.can_move(deal),
+            may_move=permissions.can_move(deal),
         )
 
     def _render_record(self, kind: str, record: Any, where: ColumnElement[bool], **extra: Any) -> str:
@@ -194,10 +184,11 @@ class RecordsView(GuardedView):
             opened_html=opened_html,
             users=users,
             manual_kinds=MANUAL_KINDS,
-            may_edit=auth.can_write(record),
-            may_assign=auth.is_manager_or_admin(),
-            can_write=auth.can_write,
-            me=auth.user(),
+            may_edit=permissions.can_write(record),
+            may_assign=permissions.is_manager_or_admin(),
+            can_write=permissions.can_write,
+            can_refile=permissions.can_refile,
+            me=permissions.user(),
             fmt_datetime=fmt_datetime,
             fmt_money=fmt_money,
             ActivityKind=ActivityKind,
@@ -234,7 +225,7 @@ class RecordsView(GuardedView):
                 now=moment,
                 subject=request.form.get("subject", "")[:998],
                 body=request.form.get("body", ""),
-                author=auth.user(),
+                author=permissions.user(),
                 contacts=[record] if isinstance(record, Contact) else [],
                 company=record if isinstance(record, Company) else None,
                 deal=record if isinstance(record, Deal) else None,
@@ -254,9 +245,9 @@ class RecordsView(GuardedView):
             abort(404)
         session = db()
         try:
-            assignee: User | None = auth.user()
+            assignee: User | None = permissions.user()
             wanted = request.form.get("assignee_id", "")
-            if auth.is_manager_or_admin() and wanted.isdigit():
+            if permissions.is_manager_or_admin() and wanted.isdigit():
                 assignee = session.get(User, int(wanted))
             create_task(
                 session,
@@ -281,10 +272,13 @@ class RecordsView(GuardedView):
         task = session.get(Task, task_id)
         if task is None:
             abort(404)
-        auth.require_write(task)
-        complete_task(session, task, now=now(), by=auth.user())
+        permissions.require_write(task)
+        complete_task(session, task, now=now(), by=permissions.user())
         session.commit()
         flash(f"Task done: {task.title}", "success")
+        back = safe_next(request.form.get("next"))
+        if back is not None:
+            return redirect(back)
         if task.deal_id is not None:
             return self._back("deal", task.deal_id)
         if task.contact_id is not None:
@@ -299,11 +293,16 @@ class RecordsView(GuardedView):
         stage = session.get(Stage, int(stage_id)) if stage_id.isdigit() else None
         if deal is None or stage is None:
             abort(404)
-        if not auth.can_move(deal):
+        if not permissions.can_move(deal):
             abort(403)
         try:
             change = move_deal_to_stage(
-                session, deal, stage, now=now(), by=auth.user(), lost_reason=request.form.get("lost_reason")
+                session,
+                deal,
+                stage,
+                now=now(),
+                by=permissions.user(),
+                lost_reason=request.form.get("lost_reason"),
             )
             session.commit()
             flash(f"Moved to {stage.name}." if change else f"Already in {stage.name}.", "success")
@@ -318,13 +317,15 @@ class RecordsView(GuardedView):
         activity = session.get(Activity, activity_id)
         if activity is None or activity.kind != ActivityKind.EMAIL:
             abort(404)
+        if not permissions.can_refile(activity):
+            abort(403)  # the email, not only the chosen deal: a rep cannot take others' mail onto their deal
         candidates = candidate_deals(activity)
         if request.method == "POST":
             deal_id = request.form.get("deal_id", "")
             deal = session.get(Deal, int(deal_id)) if deal_id.isdigit() else None
             if deal is None:
                 flash("Choose a deal.", "error")
-            elif not auth.can_write(deal):
+            elif not permissions.can_write(deal):
                 abort(403)
             else:
                 link_email_to_deal(activity, deal)
@@ -337,7 +338,7 @@ class RecordsView(GuardedView):
             candidates=candidates,
             fmt_datetime=fmt_datetime,
             fmt_money=fmt_money,
-            can_write=auth.can_write,
+            can_write=permissions.can_write,
         )
 
     # ---- files -----------------------------------------------------------------------------------------
@@ -382,4 +383,4 @@ def candidate_deals(activity: Activity) -> list[Deal]:
 
 def link_email_to_deal(activity: Activity, deal: Deal) -> None:
     """File an email on the deal a person chose (the rule lives in models.email_log)."""
-    email_log.link_email_to_deal(db(), activity, deal, now=now(), by=auth.user())
+    email_log.link_email_to_deal(db(), activity, deal, now=now(), by=permissions.user())

@@ -1,6 +1,6 @@
-"""The mailbox sync status page (admins) and each user's notifications list.
+"""The mailbox sync status page (admins).
 
-Sync status shows what the daemon recorded per mailbox and folder, the quarantine (raw messages are offered
+It shows what the daemon recorded per mailbox and folder, the quarantine (raw messages are offered
 only as a download, never rendered) and the emails waiting for someone to choose their deal. Mailbox
 passwords and other settings are never shown: only the rows the daemon wrote are read here.
 """
@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import io
 
-from flask import abort, flash, redirect, request, send_file, url_for
-from sqlalchemy import func, select, update
+from flask import abort, send_file
+from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response as BaseResponse
 
-from admin import auth
-from admin.app import db, now
-from admin.views import AdminOnlyView, GuardedView, expose, fmt_datetime
-from models.schema import (
-    Activity,
-    ActivityKind,
-    FolderSyncState,
-    MailboxStatus,
-    Notification,
-    QuarantinedMessage,
-)
+from admin.context import db
+from admin.formatting import fmt_datetime
+from admin.views.base import AdminOnlyView, expose
+from models.schema import Activity, ActivityKind, FolderSyncState, MailboxStatus, QuarantinedMessage
 
 LIST_LIMIT = 200
 
@@ -86,34 +79,3 @@ class SyncStatusView(AdminOnlyView):
         )
         response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
         return response
-
-
-class NotificationsView(GuardedView):
-    def is_visible(self) -> bool:
-        return False
-
-    @expose("/")
-    def index(self) -> str:
-        session = db()
-        rows = session.scalars(
-            select(Notification)
-            .where(Notification.user_id == auth.user().id)
-            .options(
-                joinedload(Notification.deal), joinedload(Notification.contact), joinedload(Notification.task)
-            )
-            .order_by(Notification.created_at.desc())
-            .limit(LIST_LIMIT)
-        ).all()
-        return self.page("threadline/notifications.html", rows=rows, fmt_datetime=fmt_datetime)
-
-    @expose("/read", methods=("POST",))
-    def mark_read(self) -> BaseResponse:
-        session = db()
-        where = [Notification.user_id == auth.user().id, Notification.read_at.is_(None)]
-        only = request.form.get("id", "")
-        if only.isdigit():
-            where.append(Notification.id == int(only))
-        result = session.execute(update(Notification).where(*where).values(read_at=now()))
-        session.commit()
-        flash(f"{result.rowcount} notification(s) marked read.", "success")  # type: ignore[attr-defined]
-        return redirect(url_for(".index"))

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from admin import board as board_module
+from admin.views import board as board_module
 from models.activities import log_activity
 from models.deals import move_deal_to_stage
 from models.schema import DealStageChange, Role

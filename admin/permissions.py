@@ -1,0 +1,75 @@
+"""What the logged-in user's role lets them do: the checks every view and template shares.
+
+Admins change everything; managers every sales record (and reassign owners); reps read everything and change
+only what they own (tasks: what is assigned to them). An email has no owner of its own: it belongs to the
+records it is filed on, so whoever may change its deal (or, before it has one, one of its contacts or its
+company) may file it elsewhere. The server checks every write (403); pages hide what a role cannot do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort
+from flask_login import current_user
+
+from admin.context import db
+from models.schema import Activity, Deal, Role, User
+
+
+def user() -> User:
+    """The logged-in user's row in the current request's session."""
+    value = db().get(User, current_user.id)
+    if value is None:
+        abort(403)
+    return value
+
+
+def is_logged_in() -> bool:
+    return bool(current_user.is_authenticated)
+
+
+def role() -> Role | None:
+    return current_user.role if current_user.is_authenticated else None
+
+
+def is_admin() -> bool:
+    return role() == Role.ADMIN
+
+
+def is_manager_or_admin() -> bool:
+    return role() in (Role.ADMIN, Role.MANAGER)
+
+
+def can_write(record: Any) -> bool:
+    """Managers and admins edit every sales record; a rep edits what they own (tasks: assigned to them)."""
+    if not is_logged_in():
+        return False
+    if is_manager_or_admin():
+        return True
+    owner_id = getattr(record, "owner_id", None)
+    if owner_id is None and hasattr(record, "assignee_id"):
+        owner_id = record.assignee_id
+    return owner_id is not None and owner_id == current_user.id
+
+
+def require_write(record: Any) -> None:
+    if not can_write(record):
+        abort(403)
+
+
+def can_move(deal: Deal) -> bool:
+    return can_write(deal)
+
+
+def can_refile(email: Activity) -> bool:
+    """May the user file this email on another deal? Only if they may change where it is filed now."""
+    if not is_logged_in():
+        return False
+    if is_manager_or_admin():
+        return True
+    if email.deal is not None:
+        return can_write(email.deal)
+    return any(can_write(contact) for contact in email.contacts) or (
+        email.company is not None and can_write(email.company)
+    )

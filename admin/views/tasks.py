@@ -1,0 +1,124 @@
+"""The task list and form.
+
+Every open task shows a *Mark done* button to whoever may change it (its assignee, managers, admins): one
+click, a CSRF-protected POST to the record pages' completion endpoint, which goes through
+models.activities.complete_task (the completion is logged on the task's deal and contact) and comes back to
+the list. Tasks created here go through models.activities.create_task; a rep's tasks are assigned to them,
+and a rep may delete a task assigned to them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import flash, request, url_for
+from flask_admin.contrib.sqla.filters import IntEqualFilter
+from flask_wtf.csrf import generate_csrf
+from markupsafe import Markup
+from wtforms import fields, validators
+
+from admin import permissions
+from admin.context import db, now, team_tz
+from admin.formatting import fmt_datetime, local_naive_to_utc
+from admin.views.base import ThreadlineModelView, owner_name, related_link
+from admin.views.filters import UTCDateBetweenFilter, user_options
+from models.activities import create_task
+from models.errors import DomainError
+from models.schema import Task
+
+DONE_FORM = Markup(
+    '<form method="post" action="{action}" class="d-inline tl-done-form">'
+    '<input type="hidden" name="csrf_token" value="{token}">'
+    '<input type="hidden" name="next" value="{back}">'
+    '<button type="submit" class="btn btn-sm btn-outline-success tl-done" '
+    'aria-label="Mark {title} done">Mark done</button></form>'
+)
+
+
+def done_column(view: Any, context: Any, model: Task, name: str) -> Markup | str:
+    """When the task was done, or the one-click button that marks it done (for those who may)."""
+    if model.done_at is not None:
+        return fmt_datetime(model.done_at)
+    if not permissions.can_write(model):
+        return ""
+    return DONE_FORM.format(
+        action=url_for("records.complete", task_id=model.id),
+        token=generate_csrf(),
+        back=request.full_path if request.query_string else request.path,
+        title=model.title,
+    )
+
+
+class TaskView(ThreadlineModelView):
+    owner_field = "assignee"
+    column_list = ("title", "assignee", "due_at", "done_at", "deal", "contact", "created_at")
+    column_labels = {"due_at": "Due", "done_at": "Done"}
+    column_sortable_list = ("title", ("assignee", "assignee.name"), "due_at", "done_at", "created_at")
+    column_searchable_list = ("title",)
+    column_default_sort = ("due_at", False)
+    column_filters = (
+        IntEqualFilter(Task.assignee_id, "Assignee", options=user_options),
+        UTCDateBetweenFilter(Task.due_at, "Due"),
+        UTCDateBetweenFilter(Task.done_at, "Done"),
+    )
+    column_formatters = {
+        "assignee": owner_name,
+        "done_at": done_column,
+        "deal": related_link("records.deal", "deal", "title"),
+        "contact": related_link("records.contact", "contact", "name"),
+    }
+    column_formatters_export = {
+        "assignee": lambda v, c, m, n: m.assignee.email if m.assignee else "",
+        "deal": lambda v, c, m, n: m.deal.title if m.deal else "",
+        "contact": lambda v, c, m, n: m.contact.name if m.contact else "",
+    }
+    form_columns = ("title", "notes", "due_at", "assignee", "deal", "contact")
+    form_overrides = {"due_at": fields.DateTimeField}
+    form_args = {
+        "due_at": {
+            "format": "%Y-%m-%d %H:%M",
+            "validators": [validators.Optional()],
+            "description": "your team's local time, e.g. 2026-12-01 09:00",
+        }
+    }
+    form_ajax_refs = {
+        "deal": {"fields": ("title",), "page_size": 10},
+        "contact": {"fields": ("name",), "page_size": 10},
+        "assignee": {"fields": ("name", "email"), "page_size": 10},
+    }
+
+    @property  # type: ignore[override]
+    def can_delete(self) -> bool:
+        # anyone logged in; row_writable limits a rep to the tasks assigned to them
+        return permissions.is_logged_in()
+
+    def on_form_prefill(self, form: Any, id: Any) -> None:
+        model = self.get_one(id)
+        if model is not None and model.due_at is not None:
+            form.due_at.data = model.due_at.astimezone(team_tz()).replace(tzinfo=None)
+
+    def create_model(self, form: Any) -> Any:
+        session = db()
+        me = permissions.user()
+        assignee = form.assignee.data if "assignee" in form and permissions.is_manager_or_admin() else me
+        try:
+            task = create_task(
+                session,
+                title=form.title.data or "",
+                now=now(),
+                due_at=local_naive_to_utc(form.due_at.data),
+                assignee=assignee,
+                deal=form.deal.data,
+                contact=form.contact.data,
+                notes=form.notes.data or "",
+            )
+            session.commit()
+        except DomainError as exc:
+            session.rollback()
+            flash(str(exc), "error")
+            return False
+        return task
+
+    def on_model_change(self, form: Any, model: Task, is_created: bool) -> None:
+        model.due_at = local_naive_to_utc(model.due_at)
+        super().on_model_change(form, model, is_created)
