@@ -44,6 +44,7 @@ from settings.model import (
     preset_defaults,
     validate_mailbox,
 )
+from settings.urls import password_place, shown_url
 
 DEFAULT_CONFIG_NAME = "threadline.toml"
 
@@ -263,11 +264,14 @@ class _Reader:
         else:
             t.used.update({"url_env", "url_file"})
             url = t.string("url", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
-            if "@" in url.split("//", 1)[-1].split("/", 1)[0] and ":" in url.split("//", 1)[-1].split("@")[0]:
-                raise t.fail("url", "a password in the URL is a secret: use url_env or url_file instead")
+            place = password_place(url)
+            if place is not None:
+                raise t.fail(
+                    "url", f"a password in the URL's {place} is a secret: use url_env or url_file instead"
+                )
         if not url.startswith(("sqlite", "postgresql")):
             raise t.fail(
-                "url", f"only sqlite:/// and postgresql+psycopg:// URLs are supported, got {url[:30]!r}"
+                "url", f"only sqlite:/// and postgresql+psycopg:// URLs are supported, got {shown_url(url)!r}"
             )
         return DatabaseSettings(url=url, echo=t.boolean("echo", False))
 

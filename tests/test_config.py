@@ -98,6 +98,23 @@ def test_the_cli_reads_the_file_the_environment_names(tmp_path, monkeypatch, cap
             "metrics.token_env: the metrics token from $SCRAPE is too short: use at least 24 random "
             "characters",
         ),
+        (
+            "[database]\nurl = 'postgresql+psycopg://crm:hunter2@db.internal/crm'\n",
+            {},
+            "database.url: a password in the URL's userinfo is a secret: use url_env or url_file instead",
+        ),
+        (
+            "[database]\nurl = 'postgresql+psycopg://crm@db.internal/crm?sslmode=require&password=hunter2'\n",
+            {},
+            "database.url: a password in the URL's query string is a secret: use url_env or url_file instead",
+        ),
+        (
+            "[database]\nurl_env = 'DB_URL'\n",
+            {"DB_URL": "mysql://crm:hunter2@db.internal/crm?password=hunter2"},
+            "database.url: only sqlite:/// and postgresql+psycopg:// URLs are supported, "
+            "got 'mysql://crm:***@db.internal/crm?password=***'",
+        ),
+        ("[admin]\ntrusted_proxy_hops = -1\n", {}, "admin.trusted_proxy_hops: must be at least 0"),
     ],
 )
 def test_a_mistake_is_one_line_naming_file_and_key_and_exit_2(
@@ -172,3 +189,25 @@ def test_metrics_are_off_until_a_token_is_configured(tmp_path):
     assert settings.metrics.enabled and settings.metrics.token is not None
     assert settings.metrics.token.reveal() == "0123456789abcdef0123456789abcdef"
     assert "0123456789abcdef" not in repr(settings)
+
+
+def test_cli_messages_never_show_a_database_password_from_url_env(tmp_path, capsys, monkeypatch):
+    """A URL from url_env may carry a password (userinfo or query string); no message shows it."""
+    config = tmp_path / "db.toml"
+    config.write_text('[database]\nurl_env = "DB_URL"\n', encoding="utf-8")
+    for url in (
+        "postgresql+psycopg://crm:hunter2@127.0.0.1:1/crm?connect_timeout=2",
+        "postgresql+psycopg://crm@127.0.0.1:1/crm?connect_timeout=2&password=hunter2",
+    ):
+        monkeypatch.setenv("DB_URL", url)
+        assert main(["--config", str(config), "db", "status"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("threadline: database error on postgresql+psycopg://crm"), err
+        assert "***" in err and "hunter2" not in err
+
+
+def test_trusted_proxy_hops_is_read_from_the_admin_section(tmp_path):
+    config = tmp_path / "proxy.toml"
+    config.write_text("[admin]\ntrusted_proxy_hops = 1\n", encoding="utf-8")
+    assert load_settings(config, environ={}).admin.trusted_proxy_hops == 1
+    assert load_settings(None).admin.trusted_proxy_hops == 0

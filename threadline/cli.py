@@ -27,6 +27,7 @@ from models.db import make_engine, make_sessionmaker, transaction
 from models.errors import DomainError
 from models.secrets import SecretBox, check_stored_secrets, secret_box
 from settings import ConfigError, MailboxSettings, Settings, find_config_file, load_settings
+from settings.urls import shown_url
 from threadline.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -109,9 +110,7 @@ class Context:
 
     @property
     def safe_url(self) -> str:
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.settings.database.url).render_as_string(hide_password=True)
+        return shown_url(self.settings.database.url)
 
     def close(self) -> None:
         if self._engine is not None:
