@@ -4,7 +4,8 @@ The house reads top-down: the shell (threadline/) -> daemon/ and admin/ -> model
 a leaf that imports nothing of ours; models/ is the core: no Flask, no IMAP or MIME library, nothing of
 daemon/ or admin/ or the shell; daemon/ and admin/ never import each other; nothing imports the shell. One
 module owns each outside world (daemon/imap.py imports imapclient, one parsing module imports mailparser).
-A failure lists file:line.
+Inside admin/ the imports run one way: no module imports, even indirectly, a module that imports it back, and
+only the factory (admin/app.py) may import the factory. A failure lists file:line, or the circle.
 """
 
 from __future__ import annotations
@@ -66,6 +67,56 @@ def owners_of(library: str) -> set[str]:
     }
 
 
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(package: str) -> dict[str, set[str]]:
+    """Each module of `package` -> the modules of `package` it imports (anywhere in the file)."""
+    paths = {module_name(path): path for path in modules_of(package)}
+    return {
+        name: {module for _, module in imports(path) if module in paths and module != name}
+        for name, path in paths.items()
+    }
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import one another, directly or not (Tarjan's strongly connected
+    components with more than one module), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(circles)
+
+
 def test_every_package_exists_and_parses():
     for package in PACKAGES:
         assert (ROOT / package / "__init__.py").is_file(), package
@@ -110,6 +161,15 @@ def test_admin_never_imports_daemon_or_the_mail_libraries():
     assert violations("admin", ("daemon", "imapclient", "mailparser")) == []
 
 
+def test_admin_has_no_import_circle():
+    assert import_circles(import_graph("admin")) == []
+
+
+def test_views_reach_shared_state_through_the_context_module_never_the_factory():
+    importers = {name for name, targets in import_graph("admin").items() if "admin.app" in targets}
+    assert importers == set()
+
+
 @pytest.mark.parametrize(
     ("library", "owner"), [("imapclient", "daemon/imap.py"), ("mailparser", "daemon/parse.py")]
 )
@@ -131,3 +191,18 @@ def test_the_checker_reports_file_and_line(tmp_path, monkeypatch):
         "models/bad.py:2: imports daemon.sync",
     ]
     assert owners_of("os") == {"models/bad.py"}
+
+
+def test_the_circle_finder_names_the_modules_of_a_circle(tmp_path, monkeypatch):
+    """The circle check can fail: a factory and a view importing each other (as admin/ once did) are found."""
+    (tmp_path / "admin" / "views").mkdir(parents=True)
+    for name, text in {
+        "__init__.py": "",
+        "app.py": "def create_app():\n    from admin import views\n",
+        "context.py": "",
+        "views/__init__.py": "from admin.views import board\n",
+        "views/board.py": "from admin.app import create_app\nfrom admin.context import db\n",
+    }.items():
+        (tmp_path / "admin" / name).write_text(text, encoding="utf-8")
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    assert import_circles(import_graph("admin")) == [["admin.app", "admin.views", "admin.views.board"]]
