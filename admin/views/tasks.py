@@ -73,12 +73,14 @@ class TaskView(ThreadlineModelView):
         "contact": lambda v, c, m, n: m.contact.name if m.contact else "",
     }
     form_columns = ("title", "notes", "due_at", "assignee", "deal", "contact")
-    form_overrides = {"due_at": fields.DateTimeField}
+    form_overrides = {"due_at": fields.DateTimeLocalField}
     form_args = {
         "due_at": {
-            "format": "%Y-%m-%d %H:%M",
+            # the browser's date-time picker; typed times are the team's local time
+            "format": ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
+            "tz": team_tz,
             "validators": [validators.Optional()],
-            "description": "your team's local time, e.g. 2026-12-01 09:00",
+            "description": "in your team's time zone",
         }
     }
     form_ajax_refs = {
@@ -91,11 +93,6 @@ class TaskView(ThreadlineModelView):
     def can_delete(self) -> bool:
         # anyone logged in; row_writable limits a rep to the tasks assigned to them
         return permissions.is_logged_in()
-
-    def on_form_prefill(self, form: Any, id: Any) -> None:
-        model = self.get_one(id)
-        if model is not None and model.due_at is not None:
-            form.due_at.data = model.due_at.astimezone(team_tz()).replace(tzinfo=None)
 
     def create_model(self, form: Any) -> Any:
         session = db()
