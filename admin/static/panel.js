@@ -25,5 +25,5 @@
     }
     var href = (link.getAttribute("href") || "").trim().toLowerCase();
     if (href === "#" || href.indexOf("javascript:") === 0) { event.preventDefault(); }
-  });
+  }, true);  // capturing: Flask-Admin's menu toggles stop the click from bubbling up to the document
 })();
