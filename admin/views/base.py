@@ -23,6 +23,7 @@ from flask_admin.contrib.sqla import typefmt as sqla_typefmt
 from flask_admin.model.template import DeleteRowAction, EditRowAction
 from markupsafe import Markup
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.utils import secure_filename
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -35,6 +36,7 @@ from models.schema import User
 from models.spreadsheet import SafeCsvWriter
 
 ViewFunction = TypeVar("ViewFunction", bound=Callable[..., Any])
+Result = TypeVar("Result")
 
 
 def expose(url: str = "/", methods: tuple[str, ...] = ("GET",)) -> Callable[[ViewFunction], ViewFunction]:
@@ -44,6 +46,20 @@ def expose(url: str = "/", methods: tuple[str, ...] = ("GET",)) -> Callable[[Vie
 
 def action(name: str, text: str, confirmation: str | None = None) -> Callable[[ViewFunction], ViewFunction]:
     return cast(Callable[[ViewFunction], ViewFunction], _action(name, text, confirmation))
+
+
+def commit(operation: Callable[[Session], Result], *, failure: str = "") -> Result | None:
+    """Run a models operation in the request's session and commit it. A DomainError (the user's mistake)
+    rolls everything back and is shown to the user, after `failure`; the answer is then None."""
+    session = db()
+    try:
+        result = operation(session)
+        session.commit()
+    except DomainError as exc:
+        session.rollback()
+        flash(f"{failure}{exc}", "error")
+        return None
+    return result
 
 
 class LoginRequired:
@@ -257,17 +273,15 @@ class ThreadlineModelView(LoginRequired, ModelView):  # type: ignore[misc]
         if request.method == "POST":
             owner_id = request.form.get("owner_id", "")
             owner = session.get(User, int(owner_id)) if owner_id.isdigit() else None
-            try:
-                if owner is None:
-                    raise DomainError("choose an active user as the new owner")
-                count = reassign_owner(session, self.model, ids, owner)
-                session.commit()
-            except DomainError as exc:
-                session.rollback()
-                flash(f"Nothing reassigned: {exc}.", "error")
+            if owner is None:
+                flash("Nothing reassigned: choose an active user as the new owner", "error")
             else:
-                flash(f"{count} record(s) now owned by {owner.name}.", "success")
-                return redirect(self.get_url(".index_view"))
+                count = commit(
+                    lambda s: reassign_owner(s, self.model, ids, owner), failure="Nothing reassigned: "
+                )
+                if count is not None:
+                    flash(f"{count} record(s) now owned by {owner.name}.", "success")
+                    return redirect(self.get_url(".index_view"))
         return self.render(
             "threadline/reassign.html", ids=",".join(map(str, ids)), count=len(ids), users=users
         )

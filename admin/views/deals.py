@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash
 from flask_admin.contrib.sqla.filters import DateBetweenFilter, FilterLike, IntEqualFilter
+from sqlalchemy.orm import Session
 from wtforms import Field, Form, ValidationError, fields, validators
 
 from admin import permissions
-from admin.context import db, now
-from admin.views.base import ThreadlineModelView, owner_name, record_link
+from admin.context import now
+from admin.views.base import ThreadlineModelView, commit, owner_name, record_link
 from admin.views.filters import (
     EnumValueFilter,
     UTCDateBetweenFilter,
@@ -130,34 +130,27 @@ class DealView(ThreadlineModelView):
             form.value.data = str(model.value)
 
     def create_model(self, form: Any) -> Any:
-        session = db()
-        try:
+        def create(session: Session) -> Deal:
             stage_id = form.first_stage.data or ""
             stage = session.get(Stage, int(stage_id)) if stage_id.isdigit() else None
-            pipeline = stage.pipeline if stage else default_pipeline(session)
             me = permissions.user()
-            owner = form.owner.data if "owner" in form and permissions.is_manager_or_admin() else me
-            deal = create_deal(
+            return create_deal(
                 session,
                 title=form.title.data or "",
                 now=now(),
-                pipeline=pipeline,
+                pipeline=stage.pipeline if stage else default_pipeline(session),
                 stage=stage,
                 value=parse_money(form.value.data or "0"),
                 currency=form.currency.data or DEFAULT_CURRENCY,
                 company=form.company.data,
                 contacts=list(form.contacts.data or []),
-                owner=owner,
+                owner=form.owner.data if "owner" in form and permissions.is_manager_or_admin() else me,
                 expected_close_on=form.expected_close_on.data,
                 by=me,
                 alerts_muted=bool(form.alerts_muted.data),
             )
-            session.commit()
-        except DomainError as exc:
-            session.rollback()
-            flash(str(exc), "error")
-            return False
-        return deal
+
+        return commit(create) or False
 
     def on_model_change(self, form: Any, model: Deal, is_created: bool) -> None:
         super().on_model_change(form, model, is_created)

@@ -5,20 +5,35 @@ Removing a pipeline or a stage goes through models.deals, which refuses while de
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from flask import flash
+from sqlalchemy.orm import Session
 from wtforms import fields, validators
 
-from admin.context import db, now
-from admin.views.base import AdminModelView
+from admin.context import now
+from admin.views.base import AdminModelView, commit
 from admin.views.filters import choices
 from models.deals import delete_pipeline, delete_stage
 from models.errors import DomainError
 from models.schema import Pipeline, Stage, StageKind
 
 
-class PipelineView(AdminModelView):
+class RemovedThroughModels(AdminModelView):
+    """Deleting a row goes through `remove`, a models operation that may refuse (shown to the user)."""
+
+    remove: Callable[[Session, Any], None]
+
+    def delete_model(self, model: Any) -> bool:
+        def delete(session: Session) -> bool:
+            self.remove(session, model)
+            return True
+
+        return commit(delete, failure="Not deleted: ") is not None
+
+
+class PipelineView(RemovedThroughModels):
+    remove = staticmethod(delete_pipeline)
     column_list = ("name", "position", "created_at")
     column_editable_list = ("name", "position")
     column_default_sort = ("position", False)
@@ -31,19 +46,9 @@ class PipelineView(AdminModelView):
         if is_created:
             model.created_at = now()
 
-    def delete_model(self, model: Pipeline) -> bool:
-        session = db()
-        try:
-            delete_pipeline(session, model)
-            session.commit()
-        except DomainError as exc:
-            session.rollback()
-            flash(f"Not deleted: {exc}.", "error")
-            return False
-        return True
 
-
-class StageView(AdminModelView):
+class StageView(RemovedThroughModels):
+    remove = staticmethod(delete_stage)
     column_list = ("pipeline", "position", "name", "probability", "stall_days", "kind", "alerts_excluded")
     column_sortable_list = (("pipeline", "pipeline.position"), "position", "name", "probability")
     column_default_sort = [("pipeline.position", False), ("position", False)]
@@ -64,14 +69,3 @@ class StageView(AdminModelView):
         if model.probability is not None and not 0 <= model.probability <= 100:
             raise DomainError("win probability is between 0 and 100")
         model.kind = StageKind(model.kind)
-
-    def delete_model(self, model: Stage) -> bool:
-        session = db()
-        try:
-            delete_stage(session, model)
-            session.commit()
-        except DomainError as exc:
-            session.rollback()
-            flash(f"Not deleted: {exc}.", "error")
-            return False
-        return True

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, request, url_for
+from flask import request, url_for
 from flask_admin.contrib.sqla.filters import IntEqualFilter
 from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
 from wtforms import fields, validators
 
 from admin import permissions
-from admin.context import db, now, team_tz
+from admin.context import now, team_tz
 from admin.formatting import fmt_datetime, local_naive_to_utc
-from admin.views.base import ThreadlineModelView, owner_name, related_link
+from admin.views.base import ThreadlineModelView, commit, owner_name, related_link
 from admin.views.filters import UTCDateBetweenFilter, user_options
 from models.activities import create_task
-from models.errors import DomainError
 from models.schema import Task
 
 DONE_FORM = Markup(
@@ -95,11 +94,10 @@ class TaskView(ThreadlineModelView):
         return permissions.is_logged_in()
 
     def create_model(self, form: Any) -> Any:
-        session = db()
         me = permissions.user()
         assignee = form.assignee.data if "assignee" in form and permissions.is_manager_or_admin() else me
-        try:
-            task = create_task(
+        created = commit(
+            lambda session: create_task(
                 session,
                 title=form.title.data or "",
                 now=now(),
@@ -109,12 +107,8 @@ class TaskView(ThreadlineModelView):
                 contact=form.contact.data,
                 notes=form.notes.data or "",
             )
-            session.commit()
-        except DomainError as exc:
-            session.rollback()
-            flash(str(exc), "error")
-            return False
-        return task
+        )
+        return created or False
 
     def on_model_change(self, form: Any, model: Task, is_created: bool) -> None:
         model.due_at = local_naive_to_utc(model.due_at)

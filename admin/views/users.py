@@ -11,13 +11,13 @@ from typing import Any
 
 from flask import flash
 from flask_admin.contrib.sqla.filters import BooleanEqualFilter
+from sqlalchemy.orm import Session
 from wtforms import fields
 
 from admin import auth, permissions
-from admin.context import db, now
-from admin.views.base import AdminModelView
+from admin.context import now
+from admin.views.base import AdminModelView, commit
 from admin.views.filters import EnumValueFilter, choices
-from models.errors import DomainError
 from models.schema import Role, User
 from models.users import create_user, update_user
 
@@ -41,8 +41,7 @@ class UserView(AdminModelView):
         return name != "reassign" and bool(super().is_action_allowed(name))
 
     def create_model(self, form: Any) -> Any:
-        session = db()
-        try:
+        def create(session: Session) -> User:
             user = create_user(
                 session,
                 form.email.data or "",
@@ -53,19 +52,17 @@ class UserView(AdminModelView):
             )
             user.active = bool(form.active.data)
             user.alerts_enabled = bool(form.alerts_enabled.data)
-            session.commit()
-        except DomainError as exc:
-            session.rollback()
-            flash(str(exc), "error")
-            return False
-        return user
+            return user
+
+        return commit(create) or False
 
     def update_model(self, form: Any, model: User) -> bool:
-        session = db()
         me = permissions.user()
-        try:
-            if model.id == me.id and (form.role.data != Role.ADMIN.value or not form.active.data):
-                raise DomainError("you cannot take away your own admin role or deactivate yourself")
+        if model.id == me.id and (form.role.data != Role.ADMIN.value or not form.active.data):
+            flash("You cannot take away your own admin role or deactivate yourself.", "error")
+            return False
+
+        def update(session: Session) -> bool:
             update_user(
                 session,
                 model,
@@ -76,10 +73,9 @@ class UserView(AdminModelView):
                 alerts_enabled=bool(form.alerts_enabled.data),
                 password=form.new_password.data or None,
             )
-            session.commit()
-        except DomainError as exc:
-            session.rollback()
-            flash(str(exc), "error")
+            return True
+
+        if commit(update) is None:
             return False
         if model.id == me.id:
             auth.remember_session_version(model)

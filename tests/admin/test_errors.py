@@ -54,7 +54,7 @@ def test_a_refused_form_and_a_wrong_method_explain_themselves(app, make_user, lo
     assert refused.status_code == 400
     assert_panel_error(refused.text, 400, "reload the page and try again", "/admin/")
     wrong = rep.get("/logout")
-    assert wrong.status_code == 405 and wrong.headers["Allow"] == "OPTIONS, POST"
+    assert wrong.status_code == 405 and set(wrong.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
     assert_panel_error(wrong.text, 405, "does not take that kind of request", "/admin/")
 
 
