@@ -60,6 +60,13 @@ def _wants_json() -> bool:
     return request.is_json or best == "application/json"
 
 
+def _roll_back(app: Flask) -> None:
+    try:
+        state_of(app).db_session.rollback()
+    except Exception:  # a lost connection: the error page is drawn without the database
+        log.exception("could not roll back the failed request's session")
+
+
 def init_errors(app: Flask, index_view: Any) -> None:
     """Answer HTTP errors with the panel's error page, drawn by `index_view` (which provides the layout)."""
 
@@ -70,7 +77,7 @@ def init_errors(app: Flask, index_view: Any) -> None:
             return error  # redirects are not errors
         if code >= 500:
             # whatever the failed request had written is dropped before the page reads anything
-            state_of(app).db_session.rollback()
+            _roll_back(app)
             original = getattr(error, "original_exception", None)
             if original is not None:
                 log.error("unhandled error on %s %s", request.method, request.path, exc_info=original)
@@ -91,7 +98,7 @@ def init_errors(app: Flask, index_view: Any) -> None:
             )
         except Exception:  # the layout needs the database; the error page must not fail with it
             log.exception("could not draw the error page inside the layout")
-            state_of(app).db_session.rollback()
+            _roll_back(app)
             page = (
                 f"<!DOCTYPE html><title>{escape(text.title)} - Threadline</title>"
                 f"<h1>{escape(text.title)}</h1><p>{escape(text.sentence)}</p>"

@@ -108,3 +108,17 @@ def test_the_favicon_is_served_locally_and_linked_from_every_page(app, make_user
     for html in pages:
         assert '<link rel="icon" href="/admin/threadline-static/favicon.svg" type="image/svg+xml">' in html
         assert '<link rel="icon" href="/favicon.ico" sizes="32x32">' in html
+
+
+@sqlite_only
+def test_when_the_layout_cannot_be_drawn_a_bare_page_still_says_what_happened(app, session, make_user, login):
+    from sqlalchemy import text
+
+    rep = login(make_user(role=Role.REP))
+    session.execute(text("DROP TABLE notifications"))  # the navbar's alert count can no longer be read
+    session.commit()
+    response = rep.get("/admin/no-such-page")
+    assert response.status_code == 404
+    assert "There is nothing at this address" in response.text
+    assert '<a href="/admin/">Back to the dashboard</a>' in response.text
+    assert "Traceback" not in response.text
