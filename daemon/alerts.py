@@ -376,7 +376,8 @@ def digest_lines(
     for item in _latest_per_subject(pending):
         d = item.detail
         if item.kind == KIND_STALLED_DEAL:
-            since = _parse_time(d.get("stalled_since"))
+            # "stalled_since" is the key notifications recorded before it was named for what it holds
+            since = _parse_time(d.get("last_touch_at") or d.get("stalled_since"))
             days = (now - since).days if since else 0
             lines.append(
                 DigestLine(

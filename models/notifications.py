@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Integer,
     String,
@@ -42,16 +41,21 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.functions import FunctionElement
 
 from models.activities import create_task
-from models.reports import last_touch_expr
-from models.rules import first_email_of_contact, overdue_select, stalled_select, waiting_leads_select
+from models.rules import (
+    StallRule,
+    first_email_of_contact,
+    last_touch_expr,
+    overdue_select,
+    stalled_select,
+    waiting_leads_select,
+    wants_alerts,
+)
 from models.schema import Contact, Deal, Notification, Stage, Task, User
+from models.sql import json_object, stamp_text
 from models.types import UTCDateTime
 
 KIND_STALLED_DEAL = "stalled_deal"
@@ -133,48 +137,7 @@ class PendingNotification:
         return self.kind, self.deal_id or self.task_id or self.contact_id
 
 
-# ---- SQL pieces that differ between SQLite and PostgreSQL ------------------------------------------------
-
-
-class stamp_text(FunctionElement[str]):
-    """A stored timestamp as key text: SQLite's stored text itself, PostgreSQL's epoch seconds.
-
-    Both are cheap per row (no date parsing on SQLite) and independent of the session's time zone.
-    """
-
-    type = String()
-    inherit_cache = True
-    name = "threadline_stamp_text"
-
-
-@compiles(stamp_text)
-def _stamp_default(element: stamp_text, compiler: SQLCompiler, **kw: Any) -> str:
-    (value,) = (compiler.process(c, **kw) for c in element.clauses)
-    return f"CAST(CAST(FLOOR(EXTRACT(EPOCH FROM {value})) AS BIGINT) AS VARCHAR)"
-
-
-@compiles(stamp_text, "sqlite")
-def _stamp_sqlite(element: stamp_text, compiler: SQLCompiler, **kw: Any) -> str:
-    (value,) = (compiler.process(c, **kw) for c in element.clauses)
-    return f"CAST({value} AS TEXT)"
-
-
-class json_object(FunctionElement[Any]):
-    """A JSON object from alternating name/value arguments."""
-
-    type = JSON()
-    inherit_cache = True
-    name = "threadline_json_object"
-
-
-@compiles(json_object)
-def _json_default(element: json_object, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"json_build_object({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(json_object, "sqlite")
-def _json_sqlite(element: json_object, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"json_object({compiler.process(element.clauses, **kw)})"
+# ---- deciding ---------------------------------------------------------------------------------------------
 
 
 def _text(value: str) -> ColumnElement[str]:
@@ -201,9 +164,6 @@ def parse_stamp(value: object) -> datetime | None:
         return None
     parsed = datetime.fromisoformat(value)
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-# ---- deciding ---------------------------------------------------------------------------------------------
 
 
 def _not_recently_notified(
@@ -255,11 +215,11 @@ def decide_notifications(session: Session, *, now: datetime, policy: AlertPolicy
     common = (at_now, null(), literal(0, Integer), null(), null())  # created_at .. read_at
     result = DecideResult()
 
+    rule = StallRule.load(session, now=now, default_stall_days=policy.stall_days)
     start = last_touch_expr()
-    stall_days = func.coalesce(Stage.stall_days, literal(policy.stall_days, Integer))
     prefix = _text("stalled:") + _id_text(Deal.id) + _text(":") + stamp_text(start) + _text(":")
     stalled = stalled_select(
-        session,
+        rule,
         prefix + period,
         _text(KIND_STALLED_DEAL),
         Deal.owner_id,
@@ -273,8 +233,8 @@ def decide_notifications(session: Session, *, now: datetime, policy: AlertPolicy
             _name("stage"),
             Stage.name,
             _name("stall_days"),
-            stall_days,
-            _name("stalled_since"),
+            rule.stall_days_expr(),
+            _name("last_touch_at"),
             start,
             _name("last_activity_at"),
             Deal.last_activity_at,
@@ -284,8 +244,7 @@ def decide_notifications(session: Session, *, now: datetime, policy: AlertPolicy
             Deal.currency,
         ),
         *common,
-        now=now,
-        default_stall_days=policy.stall_days,
+        alertable_only=True,
     ).where(_not_recently_notified(session, KIND_STALLED_DEAL, "deal_id", Deal.id, prefix, since))
     result.decided += _insert_from(session, stalled)
 
@@ -310,6 +269,7 @@ def decide_notifications(session: Session, *, now: datetime, policy: AlertPolicy
         ),
         *common,
         now=now,
+        alertable_only=True,
     ).where(_not_recently_notified(session, KIND_OVERDUE_TASK, "task_id", Task.id, prefix, since))
     result.decided += _insert_from(session, overdue)
 
@@ -332,8 +292,9 @@ def decide_notifications(session: Session, *, now: datetime, policy: AlertPolicy
         ),
         *common,
         now=now,
-        lead_window_days=policy.lead_window_days,
-        lead_response_hours=policy.lead_response_hours,
+        window=timedelta(days=policy.lead_window_days),
+        response=timedelta(hours=policy.lead_response_hours),
+        alertable_only=True,
     ).where(_not_recently_notified(session, KIND_WAITING_LEAD, "contact_id", Contact.id, prefix, since))
     result.decided += _insert_from(session, leads)
 
@@ -380,8 +341,7 @@ def recipients_with_unsent(session: Session) -> list[Recipient]:
         select(User.id, User.email, User.name)
         .where(
             User.id.in_(select(Notification.user_id).where(Notification.sent_at.is_(None)).distinct()),
-            User.alerts_enabled.is_(True),
-            User.active.is_(True),
+            wants_alerts(),
         )
         .order_by(User.id)
     ).all()

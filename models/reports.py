@@ -1,84 +1,46 @@
-"""Reports over deals and activities: the pipeline board, the dashboard, and the stalled-deal rule they share.
+"""Reports over deals and activities: the pipeline board and the dashboard.
 
 Everything here is a handful of aggregate SQL queries (GROUP BY in the database); Python only shapes the
 grouped rows into the dataclasses below. The same code runs on SQLite and PostgreSQL: day thresholds are
-computed in Python and compared as timestamps, and the two places that need per-row date arithmetic go
-through `shifted_by_seconds` / `seconds_between`, compiled per dialect.
+computed in Python and compared as timestamps, and the one place that needs per-row date arithmetic goes
+through models.sql.
 
 Money. Deals carry their own currency and no exchange rates exist, so every money figure is a
 `MoneyByCurrency` (currency code -> Decimal), never a silent sum of euros and dollars; a single-currency team
 sees a dict with one key. Weighted value = sum(value * stage probability / 100), computed exactly in cents.
 
-The stalled rule (shared with the alerts scan in models/rules.py). A deal is stalled when it is open and has
-had neither a stage change nor an activity for its stage's `stall_days` (else the configured default):
-
-    last_touch  = max(stage_entered_at, coalesce(last_activity_at, created_at))
-    stalled     = status = 'open' AND last_touch + stall_days days <= now
-
-Use `stalled_condition(now, default_stall_days)` in any query that joins Stage (`Deal.stage_id ==
-Stage.id`), or start from `stalled_deals_query(now=..., default_stall_days=...)` which does the join and
-returns one row per stalled deal (deal id, last touch, effective stall days, the moment it stalled), most
-stalled first; add your own filters (Stage.alerts_excluded, Deal.alerts_muted, owner opt-outs) on top.
-Both take `stages=stage_stall_days(session)` for a faster form that selects exactly the same deals: the
-per-stage thresholds are then computed once in Python instead of per deal in SQL (on SQLite that per-row
-date math is most of the query's time). `last_touch_expr()` and `stall_days_expr(default)` are the pieces.
-
-The new-lead rule. A contact waits for a first touch when it was created in the window and no outbound email,
-call or meeting involving it occurred up to `response` after its creation; it is only reported once that
-response time has fully elapsed. `uncontacted_condition(now=..., created_since=..., response=...)`
-expresses it (the dashboard uses response = 7 days and a 30-day window; the alerts scan uses
-`[alerts] lead_response_hours` and `lead_window_days`).
+Which deals are stalled and which new contacts still wait for a first answer are rules: they live in
+models.rules (the alerts call the same ones). The board asks it for the stalled badge, the dashboard for its
+two lists.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import (
-    BigInteger,
-    Float,
-    Integer,
-    Select,
-    and_,
-    bindparam,
-    case,
-    exists,
-    func,
-    literal,
-    or_,
-    select,
-    type_coerce,
-    union_all,
-)
-from sqlalchemy.ext.compiler import compiles
+from sqlalchemy import BigInteger, and_, case, func, select, type_coerce, union_all
 from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.functions import FunctionElement
 
 from models.errors import DomainError, NotFoundError
-from models.schema import (
-    Activity,
-    ActivityKind,
-    Company,
-    Contact,
-    ContactEmail,
-    Deal,
-    DealStatus,
-    Direction,
-    Pipeline,
-    Stage,
-    StageKind,
-    User,
-    activity_contacts,
+from models.rules import (
+    StalledDeal,
+    StallRule,
+    WaitingLead,
+    last_touch_expr,
+    stalled_deals,
+    waiting_leads,
+    whole_days,
 )
-from models.types import CENT, UTCDateTime
+from models.schema import Activity, ActivityKind, Company, Deal, DealStatus, Pipeline, Stage, StageKind, User
+from models.sql import at, seconds_between
+from models.types import CENT
 
 MoneyByCurrency = dict[str, Decimal]
 
@@ -88,8 +50,6 @@ NEW_CONTACT_DAYS = 30
 NEW_CONTACT_RESPONSE = timedelta(days=7)
 FORECAST_MONTHS = 6
 TOP_LIST = 20
-# outbound touches that count as "contacted" (the alerts issue's new-lead rule)
-CONTACTING_KINDS = (ActivityKind.CALL, ActivityKind.MEETING)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -194,39 +154,6 @@ class RepActivity:
 
 
 @dataclass(frozen=True)
-class StalledDeal:
-    deal_id: int
-    title: str
-    pipeline_name: str
-    stage_name: str
-    company_name: str | None
-    owner_id: int | None
-    owner_name: str | None
-    value: Decimal
-    currency: str
-    last_touch_at: datetime
-    """Latest of the last stage change and the last activity."""
-    stall_days: int
-    """The threshold that applied (the stage's, else the default)."""
-    days_since_touch: int
-    stalled_since: datetime
-    """last_touch_at + stall_days."""
-
-
-@dataclass(frozen=True)
-class WaitingContact:
-    contact_id: int
-    name: str
-    email: str | None
-    company_name: str | None
-    owner_id: int | None
-    owner_name: str | None
-    created_at: datetime
-    days_waiting: int
-    """Whole days since the contact was created."""
-
-
-@dataclass(frozen=True)
 class Dashboard:
     now: datetime
     tz: str
@@ -251,194 +178,11 @@ class Dashboard:
     stalled: list[StalledDeal]
     """The 20 most stalled open deals (stalled earliest first)."""
     stalled_count: int
-    uncontacted: list[WaitingContact]
+    uncontacted: list[WaitingLead]
     """Up to 20 contacts created in the last 30 days with no outbound email, call or meeting within 7 days of
     their creation (contacts younger than 7 days are still in their window and not listed), oldest first."""
     uncontacted_count: int
     currencies: list[str] = field(default_factory=list)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Portable date arithmetic
-
-
-class shifted_by_seconds(FunctionElement[datetime]):
-    """SQL `timestamp + seconds` (a SQL number expression, may be negative), on SQLite and PostgreSQL.
-
-    On SQLite, timestamps are text 'YYYY-MM-DD HH:MM:SS.ffffff'; the result keeps that shape (with millisecond
-    precision) so it compares correctly with stored values.
-    """
-
-    type = UTCDateTime()
-    inherit_cache = True
-    name = "threadline_shifted_by_seconds"
-
-
-@compiles(shifted_by_seconds)
-def _shifted_default(element: shifted_by_seconds, compiler: SQLCompiler, **kw: Any) -> str:
-    when, seconds = (compiler.process(c, **kw) for c in element.clauses)
-    return f"({when} + make_interval(secs => {seconds}))"
-
-
-@compiles(shifted_by_seconds, "sqlite")
-def _shifted_sqlite(element: shifted_by_seconds, compiler: SQLCompiler, **kw: Any) -> str:
-    when, seconds = (compiler.process(c, **kw) for c in element.clauses)
-    return f"(strftime('%Y-%m-%d %H:%M:%f', {when}, ({seconds}) || ' seconds') || '000')"
-
-
-class seconds_between(FunctionElement[float]):
-    """SQL `(later - earlier)` in seconds, as a float, on SQLite and PostgreSQL."""
-
-    type = Float()
-    inherit_cache = True
-    name = "threadline_seconds_between"
-
-
-@compiles(seconds_between)
-def _between_default(element: seconds_between, compiler: SQLCompiler, **kw: Any) -> str:
-    earlier, later = (compiler.process(c, **kw) for c in element.clauses)
-    return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
-
-
-@compiles(seconds_between, "sqlite")
-def _between_sqlite(element: seconds_between, compiler: SQLCompiler, **kw: Any) -> str:
-    earlier, later = (compiler.process(c, **kw) for c in element.clauses)
-    return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
-
-
-def _at(now: datetime) -> ColumnElement[datetime]:
-    if now.tzinfo is None:
-        raise DomainError(f"naive datetime {now!r}: reports need a timezone-aware 'now'")
-    return bindparam(None, now, type_=UTCDateTime())
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The shared rules
-
-
-def last_touch_expr() -> ColumnElement[datetime]:
-    """A deal's last stage change or activity.
-
-    max(stage_entered_at, coalesce(last_activity_at, created_at)), NULL-safe on both databases.
-    """
-    activity = func.coalesce(Deal.last_activity_at, Deal.created_at)
-    return case((activity > Deal.stage_entered_at, activity), else_=Deal.stage_entered_at)
-
-
-StageStallDays = Mapping[int, int | None]
-"""Stage id -> that stage's own stall_days (None: the default applies); see `stage_stall_days`."""
-
-
-def stage_stall_days(session: Session) -> dict[int, int | None]:
-    """Every stage's own stall_days: pass it as `stages=` for the fast form of the stalled rule."""
-    return {stage_id: days for stage_id, days in session.execute(select(Stage.id, Stage.stall_days))}
-
-
-def stall_days_expr(default_stall_days: int, stages: StageStallDays | None = None) -> ColumnElement[int]:
-    """The stall threshold in days that applies to a deal.
-
-    Without `stages` it reads Stage.stall_days (the query must join Stage); with `stages` (every stage, from
-    `stage_stall_days`) it is a CASE on Deal.stage_id and needs no join.
-    """
-    default = literal(default_stall_days, Integer)
-    if stages is None:
-        return func.coalesce(Stage.stall_days, default)
-    if not stages:
-        return default
-    days = {sid: d if d is not None else default_stall_days for sid, d in stages.items()}
-    return case(days, value=Deal.stage_id, else_=default)
-
-
-def stalled_since_expr(
-    default_stall_days: int, stages: StageStallDays | None = None
-) -> ColumnElement[datetime]:
-    """When a deal became (or will become) stalled: last touch + stall days."""
-    return shifted_by_seconds(last_touch_expr(), stall_days_expr(default_stall_days, stages) * 86400)
-
-
-def _threshold_expr(
-    now: datetime, default_stall_days: int, stages: StageStallDays
-) -> ColumnElement[datetime]:
-    # per stage, the last-touch time at or before which its deals are stalled: the date math is done here in
-    # Python once per stage instead of once per deal in SQL (a third of the query's time on SQLite)
-    default = _at(now - timedelta(days=default_stall_days))
-    if not stages:
-        return default
-    thresholds = {
-        sid: _at(now - timedelta(days=d if d is not None else default_stall_days))
-        for sid, d in stages.items()
-    }
-    return case(thresholds, value=Deal.stage_id, else_=default)
-
-
-def stalled_condition(
-    now: datetime, default_stall_days: int, *, stages: StageStallDays | None = None
-) -> ColumnElement[bool]:
-    """The stalled rule as a WHERE clause: open, and last touch + stall days <= now.
-
-    Without `stages` the query must join Stage on Deal.stage_id == Stage.id and the date math runs per row.
-    With `stages=stage_stall_days(session)` (all stages) it needs no join and is about three times faster on
-    SQLite; both forms select exactly the same deals (tests/models/test_reports.py checks it).
-    """
-    if stages is None:
-        return and_(Deal.status == DealStatus.OPEN, stalled_since_expr(default_stall_days) <= _at(now))
-    return and_(
-        Deal.status == DealStatus.OPEN, last_touch_expr() <= _threshold_expr(now, default_stall_days, stages)
-    )
-
-
-def stalled_deals_query(
-    *, now: datetime, default_stall_days: int, stages: StageStallDays | None = None
-) -> Select[int, datetime, int, datetime]:
-    """One row per stalled deal, most stalled (earliest stalled_since) first.
-
-    Columns: deal_id, last_touch_at, stall_days, stalled_since. Deal and Stage are in the FROM: join more
-    (User, Company) or filter (Stage.alerts_excluded, Deal.alerts_muted, Deal.owner_id) on top of it.
-    Pass `stages=stage_stall_days(session)` for the faster form (same rows, same order).
-    """
-    since = stalled_since_expr(default_stall_days, stages)
-    if stages is None:
-        order: ColumnElement[Any] = since
-    else:
-        # how long past its threshold a deal is, without per-row date formatting on SQLite
-        order = seconds_between(_threshold_expr(now, default_stall_days, stages), last_touch_expr())
-    return (
-        select(
-            Deal.id.label("deal_id"),
-            last_touch_expr().label("last_touch_at"),
-            stall_days_expr(default_stall_days, stages).label("stall_days"),
-            since.label("stalled_since"),
-        )
-        .select_from(Deal)
-        .join(Stage, Deal.stage_id == Stage.id)
-        .where(stalled_condition(now, default_stall_days, stages=stages))
-        .order_by(order, Deal.id)
-    )
-
-
-def contacted_condition(response: timedelta) -> ColumnElement[bool]:
-    """EXISTS an outbound email, a call or a meeting with the contact up to `response` after its creation."""
-    link = activity_contacts
-    return exists().where(
-        link.c.contact_id == Contact.id,
-        Activity.id == link.c.activity_id,
-        or_(
-            Activity.kind.in_(CONTACTING_KINDS),
-            and_(Activity.kind == ActivityKind.EMAIL, Activity.direction == Direction.OUT),
-        ),
-        Activity.occurred_at <= shifted_by_seconds(Contact.created_at, int(response.total_seconds())),
-    )
-
-
-def uncontacted_condition(
-    *, now: datetime, created_since: datetime, response: timedelta
-) -> ColumnElement[bool]:
-    """Contacts created in [created_since, now - response] never contacted within `response` of creation."""
-    return and_(
-        Contact.created_at >= _at(created_since),
-        Contact.created_at <= _at(now - response),
-        ~contacted_condition(response),
-    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -486,7 +230,9 @@ def board(
     ]
     shown = union_all(*(select(top.c.deal_id) for top in per_stage)).subquery() if per_stage else None
     # the stalled badge is worked out for the shown cards only, not for every deal of the pipeline
-    stalled = stalled_condition(now, default_stall_days, stages={s.id: s.stall_days for s in stages})
+    stalled = StallRule.of_stages(
+        ((s.id, s.stall_days) for s in stages), now=now, default_stall_days=default_stall_days
+    ).condition()
     owner = aliased(User)
     rows = (
         session.execute(
@@ -524,7 +270,7 @@ def board(
                 currency=row[7],
                 owner_id=row[8],
                 owner_name=row[9],
-                days_in_stage=_whole_days(now - row[10]),
+                days_in_stage=whole_days(now - row[10]),
                 stalled=bool(row[2]),
                 last_touch_at=row[1],
                 expected_close_on=row[11],
@@ -631,8 +377,22 @@ def dashboard(
     activities, kinds = _activities_by_rep(
         session, since=now - timedelta(days=ACTIVITY_DAYS), now=now, author_id=owner_id
     )
-    stalled, stalled_count = _stalled(session, scope=scope, now=now, default_stall_days=default_stall_days)
-    waiting, waiting_count = _uncontacted(session, now=now, owner_id=owner_id)
+    stalled = stalled_deals(
+        session,
+        now=now,
+        default_stall_days=default_stall_days,
+        owner_id=owner_id,
+        pipeline_id=pipeline_id,
+        limit=TOP_LIST,
+    )
+    waiting = waiting_leads(
+        session,
+        now=now,
+        window=timedelta(days=NEW_CONTACT_DAYS),
+        response=NEW_CONTACT_RESPONSE,
+        owner_id=owner_id,
+        limit=TOP_LIST,
+    )
 
     currencies = {c for s in open_by_stage for c in s.value} | {c for b in forecast for c in b.value}
     currencies |= set(closed.average_size)
@@ -652,10 +412,10 @@ def dashboard(
         average_cycle_days_90d=closed.average_cycle_days,
         activities_by_rep=activities,
         activity_kinds=kinds,
-        stalled=stalled,
-        stalled_count=stalled_count,
-        uncontacted=waiting,
-        uncontacted_count=waiting_count,
+        stalled=stalled.items,
+        stalled_count=stalled.total,
+        uncontacted=waiting.items,
+        uncontacted_count=waiting.total,
         currencies=sorted(currencies),
     )
 
@@ -717,10 +477,6 @@ def _stage_totals(session: Session, where: list[ColumnElement[bool]]) -> dict[in
     return totals
 
 
-def _whole_days(delta: timedelta) -> int:
-    return max(0, int(delta.total_seconds() // 86400))
-
-
 def _add_months(start: date, months: int) -> date:
     index = start.year * 12 + start.month - 1 + months
     return date(index // 12, index % 12 + 1, 1)
@@ -768,7 +524,7 @@ class _Closed:
 
 
 def _closed(session: Session, *, scope: list[ColumnElement[bool]], since: datetime) -> _Closed:
-    recent = case((Deal.closed_at >= _at(since), 1), else_=0)
+    recent = case((Deal.closed_at >= at(since), 1), else_=0)
     rows = session.execute(
         select(
             Deal.status,
@@ -780,7 +536,7 @@ def _closed(session: Session, *, scope: list[ColumnElement[bool]], since: dateti
             func.sum(
                 case(
                     (
-                        and_(Deal.status == DealStatus.WON, Deal.closed_at >= _at(since)),
+                        and_(Deal.status == DealStatus.WON, Deal.closed_at >= at(since)),
                         seconds_between(Deal.created_at, Deal.closed_at),
                     ),
                     else_=0,
@@ -829,8 +585,8 @@ def _activities_by_rep(
         .where(
             Activity.author_id.in_(authors.scalar_subquery()),
             Activity.kind.in_(kinds),
-            Activity.occurred_at > _at(since),
-            Activity.occurred_at <= _at(now),
+            Activity.occurred_at > at(since),
+            Activity.occurred_at <= at(now),
         )
         .group_by(Activity.author_id, Activity.kind)
     ):
@@ -846,116 +602,3 @@ def _activities_by_rep(
     ]
     reps.sort(key=lambda r: (-r.total, r.name.lower(), r.user_id))
     return reps, kinds
-
-
-def _stalled(
-    session: Session, *, scope: list[ColumnElement[bool]], now: datetime, default_stall_days: int
-) -> tuple[list[StalledDeal], int]:
-    stages = stage_stall_days(session)
-    query = stalled_deals_query(now=now, default_stall_days=default_stall_days, stages=stages).where(*scope)
-    # the total rides along on each of the top rows (a window over the matches): one pass instead of two
-    top = query.add_columns(func.count().over().label("total")).limit(TOP_LIST).subquery()
-    owner = aliased(User)
-    rows = session.execute(
-        select(
-            top.c.last_touch_at,
-            top.c.stall_days,
-            top.c.stalled_since,
-            Deal.id,
-            Deal.title,
-            Pipeline.name,
-            Stage.name,
-            Company.name,
-            Deal.owner_id,
-            owner.name,
-            Deal.value,
-            Deal.currency,
-            top.c.total,
-        )
-        .join(Deal, Deal.id == top.c.deal_id)
-        .join(Stage, Stage.id == Deal.stage_id)
-        .join(Pipeline, Pipeline.id == Deal.pipeline_id)
-        .outerjoin(Company, Company.id == Deal.company_id)
-        .outerjoin(owner, owner.id == Deal.owner_id)
-        .order_by(top.c.stalled_since, Deal.id)
-    ).all()
-    count = rows[0][12] if rows else 0
-    stalled = [
-        StalledDeal(
-            deal_id=row[3],
-            title=row[4],
-            pipeline_name=row[5],
-            stage_name=row[6],
-            company_name=row[7],
-            owner_id=row[8],
-            owner_name=row[9],
-            value=row[10],
-            currency=row[11],
-            last_touch_at=row[0],
-            stall_days=int(row[1]),
-            days_since_touch=_whole_days(now - row[0]),
-            stalled_since=row[2],
-        )
-        for row in rows
-    ]
-    return stalled, int(count)
-
-
-def _uncontacted(
-    session: Session, *, now: datetime, owner_id: int | None
-) -> tuple[list[WaitingContact], int]:
-    where = [
-        uncontacted_condition(
-            now=now, created_since=now - timedelta(days=NEW_CONTACT_DAYS), response=NEW_CONTACT_RESPONSE
-        )
-    ]
-    if owner_id is not None:
-        where.append(Contact.owner_id == owner_id)
-    # the anti-join runs once: the total rides along on each of the 20 rows (a window over the matches)
-    top = (
-        select(Contact.id.label("contact_id"), func.count().over().label("total"))
-        .where(*where)
-        .order_by(Contact.created_at, Contact.id)
-        .limit(TOP_LIST)
-        .subquery()
-    )
-    first_email = (
-        select(ContactEmail.email)
-        .where(ContactEmail.contact_id == Contact.id)
-        .order_by(ContactEmail.id)
-        .limit(1)
-        .scalar_subquery()
-    )
-    owner = aliased(User)
-    rows = session.execute(
-        select(
-            Contact.id,
-            Contact.name,
-            first_email,
-            Company.name,
-            Contact.owner_id,
-            owner.name,
-            Contact.created_at,
-            top.c.total,
-        )
-        .select_from(top)
-        .join(Contact, Contact.id == top.c.contact_id)
-        .outerjoin(Company, Company.id == Contact.company_id)
-        .outerjoin(owner, owner.id == Contact.owner_id)
-        .order_by(Contact.created_at, Contact.id)
-    ).all()
-    count = rows[0][7] if rows else 0
-    waiting = [
-        WaitingContact(
-            contact_id=row[0],
-            name=row[1],
-            email=row[2],
-            company_name=row[3],
-            owner_id=row[4],
-            owner_name=row[5],
-            created_at=row[6],
-            days_waiting=_whole_days(now - row[6]),
-        )
-        for row in rows
-    ]
-    return waiting, int(count)

@@ -1,48 +1,307 @@
-"""The alert rules as domain queries: stalled deals, overdue tasks and waiting leads.
+"""The attention rules, each written once: stalled deals, overdue tasks, waiting leads, and who gets alerts.
 
-Each rule is a SELECT builder (`stalled_select`, `overdue_select`, `waiting_leads_select`: the joins and the
-WHERE clause, with the columns chosen by the caller) plus a function returning plain dataclasses. The alert
-decision (models.notifications) inserts straight from the same builders, so what the rules list and what gets
-alerted cannot drift apart. With `alertable_only=True` a rule leaves out what must not be alerted: records
-without an owner/assignee, owners who opted out (`User.alerts_enabled`) or are deactivated, muted deals
-(`Deal.alerts_muted`) and deals in excluded stages (`Stage.alerts_excluded`).
+Everything that asks "what needs attention" calls this module: the board's stalled badge and the dashboard's
+lists (models.reports), the alert decision (models.notifications, which inserts straight from the `*_select`
+builders, so what is listed and what is alerted cannot drift apart) and the tests. Each rule is a SELECT
+builder (the joins and the WHERE clause; the caller picks the columns) plus a listing function returning plain
+dataclasses. With `alertable_only=True` a rule leaves out what must not be alerted: records without an
+owner/assignee, owners who do not get alerts (`wants_alerts`), muted deals (`Deal.alerts_muted`) and deals in
+excluded stages (`Stage.alerts_excluded`).
 
-Stalled: open and `now - max(stage_entered_at, last_activity_at) >= stall days` (the stage's `stall_days`,
-else the default). `Deal.last_activity_at` is moved forward by every activity (email logged by the sync,
-call, meeting, note, completed task), so the rule reads only the deals table. `stalled_condition` here is the
-same rule as models.reports.stalled_condition (the dashboard's; a test checks they agree) written for speed:
-one branch per open stage comparing the raw columns with a constant cutoff, instead of date arithmetic on
-every row, which costs ~1.3 s on SQLite over 100,000 open deals.
+Stalled. An open deal is stalled when it has had neither a stage change nor an activity for its stage's
+`stall_days` (else the configured default):
 
-Waiting lead: the dashboard's rule (models.reports.uncontacted_condition) with the [alerts] numbers.
+    last_touch     = max(stage_entered_at, last_activity_at)   (stage_entered_at when it had no activity)
+    stalled        = status = 'open' AND last_touch <= now - stall days
+    stalled_since  = last_touch + stall days
+
+A deal's creation is its first stage entry, and every activity (email logged by the sync, call, meeting,
+note, completed task) moves `Deal.last_activity_at` forward, so the rule reads only the deals table.
+`StallRule` works out each stage's cutoff (now - its stall days) once, in Python, and the condition compares
+the raw columns with those constants, one branch per distinct cutoff: no date arithmetic per row, which costs
+~1.3 s on SQLite over 100,000 open deals.
+
+Overdue task: not done, and due before now. The assignee is the one alerted.
+
+Waiting lead: a contact created within `window` before now that had no outbound email, call or meeting up to
+`response` after its creation; it is listed only once that response time has fully passed. The dashboard uses
+a 30-day window and 7 days; the alerts use `[alerts] lead_window_days` and `lead_response_hours`.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, SQLColumnExpression, and_, false, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    SQLColumnExpression,
+    and_,
+    case,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy.orm import Session, aliased
 
-from models.reports import uncontacted_condition
-from models.schema import Contact, ContactEmail, Deal, DealStatus, Stage, StageKind, Task, User
+from models.schema import (
+    Activity,
+    ActivityKind,
+    Company,
+    Contact,
+    ContactEmail,
+    Deal,
+    DealStatus,
+    Direction,
+    Pipeline,
+    Stage,
+    Task,
+    User,
+    activity_contacts,
+)
+from models.sql import at, seconds_between, shifted_by_seconds
+
+T = TypeVar("T")
+
+# outbound touches that count as reaching a lead (besides an outbound email)
+CONTACTING_KINDS = (ActivityKind.CALL, ActivityKind.MEETING)
+
+
+@dataclass(frozen=True)
+class Listing(Generic[T]):
+    """The first rows a rule lists (all of them without a limit) and how many it matches in all."""
+
+    items: list[T]
+    total: int
+
+
+def whole_days(delta: timedelta) -> int:
+    """Whole days in `delta` (0 for a negative one)."""
+    return max(0, int(delta.total_seconds() // 86400))
+
+
+# ---- who gets alerts --------------------------------------------------------------------------------------
+
+
+def wants_alerts() -> ColumnElement[bool]:
+    """On `User`: an active user who has not turned alerts off."""
+    return and_(User.alerts_enabled.is_(True), User.active.is_(True))
+
+
+def _alertable(column: SQLColumnExpression[int | None]) -> ColumnElement[bool]:
+    return and_(column.is_not(None), wants_alerts())
+
+
+# ---- stalled deals ----------------------------------------------------------------------------------------
+
+
+def last_touch_expr() -> ColumnElement[datetime]:
+    """A deal's last stage change or activity: max(stage_entered_at, last_activity_at), NULL-safe."""
+    return case(
+        (Deal.last_activity_at > Deal.stage_entered_at, Deal.last_activity_at), else_=Deal.stage_entered_at
+    )
+
+
+@dataclass(frozen=True)
+class StallRule:
+    """The stalled rule at one moment: the stall days in force in each stage, and the SQL it gives."""
+
+    now: datetime
+    default_days: int
+    days: Mapping[int, int]
+    """Stage id -> its own stall_days, else the default."""
+
+    @classmethod
+    def of_stages(
+        cls, stages: Iterable[tuple[int, int | None]], *, now: datetime, default_stall_days: int
+    ) -> StallRule:
+        """From (stage id, the stage's own stall_days or None) pairs, e.g. the stages of one pipeline."""
+        days = {stage_id: own or default_stall_days for stage_id, own in stages}
+        return cls(now=now, default_days=default_stall_days, days=days)
+
+    @classmethod
+    def load(cls, session: Session, *, now: datetime, default_stall_days: int) -> StallRule:
+        """For every stage (stages are few: one small query)."""
+        stages = session.execute(select(Stage.id, Stage.stall_days)).all()
+        return cls.of_stages(((i, d) for i, d in stages), now=now, default_stall_days=default_stall_days)
+
+    def cutoff(self, days: int) -> datetime:
+        """A deal in a stage with these stall days and no touch since this time is stalled."""
+        return self.now - timedelta(days=days)
+
+    def condition(self) -> ColumnElement[bool]:
+        """On `Deal`: open and stalled at `now` (no join needed)."""
+        stages_by_days: dict[int, list[int]] = defaultdict(list)
+        for stage_id, days in sorted(self.days.items()):
+            stages_by_days[days].append(stage_id)
+        branches = []
+        for days, stage_ids in sorted(stages_by_days.items()):
+            cutoff = at(self.cutoff(days))
+            branches.append(
+                and_(
+                    Deal.stage_id.in_(stage_ids),
+                    Deal.stage_entered_at <= cutoff,
+                    or_(Deal.last_activity_at.is_(None), Deal.last_activity_at <= cutoff),
+                )
+            )
+        return and_(Deal.status == DealStatus.OPEN, or_(*branches) if branches else false())
+
+    def stall_days_expr(self) -> ColumnElement[int]:
+        """On `Deal`: the stall days in force in its stage."""
+        default = literal(self.default_days, Integer)
+        return case(dict(self.days), value=Deal.stage_id, else_=default) if self.days else default
+
+    def most_stalled_first(self) -> ColumnElement[float]:
+        """ORDER BY key on `Deal`: last touch minus its stage's cutoff in seconds (lowest: most stalled)."""
+        cutoffs = {stage_id: at(self.cutoff(days)) for stage_id, days in self.days.items()}
+        default = at(self.cutoff(self.default_days))
+        cutoff = case(cutoffs, value=Deal.stage_id, else_=default) if cutoffs else default
+        return seconds_between(cutoff, last_touch_expr())
+
+
+def stalled_select(rule: StallRule, *columns: Any, alertable_only: bool = False) -> Select[Any]:
+    """SELECT columns FROM the stalled deals (Deal and Stage joined; User too when alertable_only)."""
+    query = select(*columns).select_from(Deal).join(Stage, Stage.id == Deal.stage_id).where(rule.condition())
+    if alertable_only:
+        query = query.join(User, User.id == Deal.owner_id).where(
+            _alertable(Deal.owner_id), Deal.alerts_muted.is_(False), Stage.alerts_excluded.is_(False)
+        )
+    return query
 
 
 @dataclass(frozen=True)
 class StalledDeal:
     deal_id: int
     title: str
+    pipeline_name: str
+    stage_name: str
+    company_name: str | None
     owner_id: int | None
-    stage: str
-    stall_days: int
-    stalled_since: datetime
-    last_activity_at: datetime | None
+    owner_name: str | None
     value: Decimal
     currency: str
-    days_stalled: int
+    last_touch_at: datetime
+    """Latest of the last stage change and the last activity."""
+    last_activity_at: datetime | None
+    stall_days: int
+    """The threshold that applied (the stage's, else the default)."""
+    days_since_touch: int
+    stalled_since: datetime
+    """last_touch_at + stall_days: when the deal became stalled."""
+
+
+def stalled_deals(
+    session: Session,
+    *,
+    now: datetime,
+    default_stall_days: int,
+    owner_id: int | None = None,
+    pipeline_id: int | None = None,
+    alertable_only: bool = False,
+    limit: int | None = None,
+) -> Listing[StalledDeal]:
+    """The stalled deals, stalled earliest first (at most `limit`), and how many there are."""
+    rule = StallRule.load(session, now=now, default_stall_days=default_stall_days)
+    order = rule.most_stalled_first()
+    top = stalled_select(
+        rule,
+        Deal.id.label("deal_id"),
+        last_touch_expr().label("last_touch_at"),
+        rule.stall_days_expr().label("stall_days"),
+        order.label("rank"),
+        # the total rides along on each of the top rows (a window over the matches): one pass instead of two
+        func.count().over().label("total"),
+        alertable_only=alertable_only,
+    )
+    if owner_id is not None:
+        top = top.where(Deal.owner_id == owner_id)
+    if pipeline_id is not None:
+        top = top.where(Deal.pipeline_id == pipeline_id)
+    shown = top.order_by(order, Deal.id).limit(limit).subquery()
+    owner = aliased(User)
+    rows = session.execute(
+        select(
+            shown.c.last_touch_at,
+            shown.c.stall_days,
+            shown.c.total,
+            Deal.id,
+            Deal.title,
+            Pipeline.name,
+            Stage.name,
+            Company.name,
+            Deal.owner_id,
+            owner.name,
+            Deal.value,
+            Deal.currency,
+            Deal.last_activity_at,
+        )
+        .join(Deal, Deal.id == shown.c.deal_id)
+        .join(Stage, Stage.id == Deal.stage_id)
+        .join(Pipeline, Pipeline.id == Deal.pipeline_id)
+        .outerjoin(Company, Company.id == Deal.company_id)
+        .outerjoin(owner, owner.id == Deal.owner_id)
+        .order_by(shown.c.rank, Deal.id)
+    ).all()
+    deals = [
+        StalledDeal(
+            deal_id=deal_id,
+            title=title,
+            pipeline_name=pipeline_name,
+            stage_name=stage_name,
+            company_name=company_name,
+            owner_id=deal_owner_id,
+            owner_name=owner_name,
+            value=value,
+            currency=currency,
+            last_touch_at=touched,
+            last_activity_at=last_activity_at,
+            stall_days=int(days),
+            days_since_touch=whole_days(now - touched),
+            stalled_since=touched + timedelta(days=int(days)),
+        )
+        for (
+            touched,
+            days,
+            _total,
+            deal_id,
+            title,
+            pipeline_name,
+            stage_name,
+            company_name,
+            deal_owner_id,
+            owner_name,
+            value,
+            currency,
+            last_activity_at,
+        ) in rows
+    ]
+    return Listing(deals, int(rows[0][2]) if rows else 0)
+
+
+# ---- overdue tasks ----------------------------------------------------------------------------------------
+
+
+def overdue_select(*columns: Any, now: datetime, alertable_only: bool = False) -> Select[Any]:
+    """SELECT columns FROM the overdue tasks (Task; Deal, Contact outer-joined; User if alertable_only)."""
+    query = (
+        select(*columns)
+        .select_from(Task)
+        .outerjoin(Deal, Deal.id == Task.deal_id)
+        .outerjoin(Contact, Contact.id == Task.contact_id)
+        .where(Task.done_at.is_(None), Task.due_at < at(now))
+    )
+    if alertable_only:
+        query = query.join(User, User.id == Task.assignee_id).where(_alertable(Task.assignee_id))
+    return query
 
 
 @dataclass(frozen=True)
@@ -58,134 +317,10 @@ class OverdueTask:
     days_overdue: int
 
 
-@dataclass(frozen=True)
-class WaitingLead:
-    contact_id: int
-    name: str
-    email: str | None
-    owner_id: int | None
-    created_at: datetime
-    hours_waiting: int
-
-
-def _alertable_user(column: SQLColumnExpression[int | None]) -> ColumnElement[bool]:
-    return and_(column.is_not(None), User.alerts_enabled.is_(True), User.active.is_(True))
-
-
-def stall_cutoffs(session: Session, *, now: datetime, default_stall_days: int) -> dict[int, datetime]:
-    """Per open stage: a deal in it with no stage change or activity since this time is stalled."""
-    rows = session.execute(select(Stage.id, Stage.stall_days).where(Stage.kind == StageKind.OPEN)).all()
-    return {stage_id: now - timedelta(days=days or default_stall_days) for stage_id, days in rows}
-
-
-def stalled_condition(session: Session, *, now: datetime, default_stall_days: int) -> ColumnElement[bool]:
-    """SQL condition on `Deal`: open and stalled at `now` (one branch per open stage: stages are few)."""
-    cutoffs = stall_cutoffs(session, now=now, default_stall_days=default_stall_days)
-    branches = [
-        and_(
-            Deal.stage_id == stage_id,
-            Deal.stage_entered_at <= cutoff,
-            or_(Deal.last_activity_at.is_(None), Deal.last_activity_at <= cutoff),
-        )
-        for stage_id, cutoff in sorted(cutoffs.items())
-    ]
-    return and_(Deal.status == DealStatus.OPEN, or_(*branches) if branches else false())
-
-
-def stalled_select(
-    session: Session, *columns: Any, now: datetime, default_stall_days: int, alertable_only: bool = True
-) -> Select[Any]:
-    """SELECT columns FROM the stalled deals (Deal and Stage joined, User too when alertable_only)."""
-    query = (
-        select(*columns)
-        .select_from(Deal)
-        .join(Stage, Stage.id == Deal.stage_id)
-        .where(stalled_condition(session, now=now, default_stall_days=default_stall_days))
-    )
-    if alertable_only:
-        query = query.join(User, User.id == Deal.owner_id).where(
-            _alertable_user(Deal.owner_id), Deal.alerts_muted.is_(False), Stage.alerts_excluded.is_(False)
-        )
-    return query
-
-
-def overdue_select(*columns: Any, now: datetime, alertable_only: bool = True) -> Select[Any]:
-    """SELECT columns FROM the overdue tasks (Task; Deal, Contact outer-joined; User if alertable_only)."""
-    query = (
-        select(*columns)
-        .select_from(Task)
-        .outerjoin(Deal, Deal.id == Task.deal_id)
-        .outerjoin(Contact, Contact.id == Task.contact_id)
-        .where(Task.done_at.is_(None), Task.due_at < now)
-    )
-    if alertable_only:
-        query = query.join(User, User.id == Task.assignee_id).where(_alertable_user(Task.assignee_id))
-    return query
-
-
-def waiting_leads_select(
-    *columns: Any, now: datetime, lead_window_days: int, lead_response_hours: int, alertable_only: bool = True
-) -> Select[Any]:
-    """SELECT columns FROM the waiting leads (Contact; User when alertable_only)."""
-    query = (
-        select(*columns)
-        .select_from(Contact)
-        .where(
-            uncontacted_condition(
-                now=now,
-                created_since=now - timedelta(days=lead_window_days),
-                response=timedelta(hours=lead_response_hours),
-            )
-        )
-    )
-    if alertable_only:
-        query = query.join(User, User.id == Contact.owner_id).where(_alertable_user(Contact.owner_id))
-    return query
-
-
-def stalled_deals(
-    session: Session, *, now: datetime, default_stall_days: int, alertable_only: bool = True
-) -> list[StalledDeal]:
-    """Open deals with neither a stage change nor an activity for their stage's stall days."""
-    query = stalled_select(
-        session,
-        Deal.id,
-        Deal.title,
-        Deal.owner_id,
-        Stage.name,
-        Stage.stall_days,
-        Deal.stage_entered_at,
-        Deal.last_activity_at,
-        Deal.value,
-        Deal.currency,
-        now=now,
-        default_stall_days=default_stall_days,
-        alertable_only=alertable_only,
-    ).order_by(Deal.id)
-    result = []
-    for deal_id, title, owner_id, stage, stage_days, entered_at, last_at, value, currency in session.execute(
-        query
-    ):
-        since = max(entered_at, last_at) if last_at is not None else entered_at
-        result.append(
-            StalledDeal(
-                deal_id=deal_id,
-                title=title,
-                owner_id=owner_id,
-                stage=stage,
-                stall_days=stage_days or default_stall_days,
-                stalled_since=since,
-                last_activity_at=last_at,
-                value=value,
-                currency=currency,
-                days_stalled=(now - since).days,
-            )
-        )
-    return result
-
-
-def overdue_tasks(session: Session, *, now: datetime, alertable_only: bool = True) -> list[OverdueTask]:
-    """Tasks whose due time has passed and that are not done."""
+def overdue_tasks(
+    session: Session, *, now: datetime, assignee_id: int | None = None, alertable_only: bool = False
+) -> list[OverdueTask]:
+    """Tasks whose due time has passed and that are not done, most overdue first."""
     query = overdue_select(
         Task.id,
         Task.title,
@@ -198,29 +333,33 @@ def overdue_tasks(session: Session, *, now: datetime, alertable_only: bool = Tru
         now=now,
         alertable_only=alertable_only,
     ).order_by(Task.due_at, Task.id)
+    if assignee_id is not None:
+        query = query.where(Task.assignee_id == assignee_id)
     result = []
-    for task_id, title, assignee_id, due_at, deal_id, deal_title, contact_id, contact_name in session.execute(
+    for task_id, title, assignee, due_at, deal_id, deal_title, contact_id, contact_name in session.execute(
         query
     ):
-        assert due_at is not None  # the query keeps only tasks with a due time
         result.append(
             OverdueTask(
                 task_id=task_id,
                 title=title,
-                assignee_id=assignee_id,
+                assignee_id=assignee,
                 due_at=due_at,
                 deal_id=deal_id,
                 deal_title=deal_title,
                 contact_id=contact_id,
                 contact_name=contact_name,
-                days_overdue=(now - due_at).days,
+                days_overdue=whole_days(now - due_at),
             )
         )
     return result
 
 
+# ---- waiting leads ----------------------------------------------------------------------------------------
+
+
 def first_email_of_contact() -> Any:
-    """Correlated subquery: a contact's first address (for display)."""
+    """Correlated subquery on `Contact`: its first address (for display)."""
     return (
         select(ContactEmail.email)
         .where(ContactEmail.contact_id == Contact.id)
@@ -230,36 +369,110 @@ def first_email_of_contact() -> Any:
     )
 
 
+def contacted_condition(response: timedelta) -> ColumnElement[bool]:
+    """On `Contact`: an outbound email, a call or a meeting with it up to `response` after its creation."""
+    link = activity_contacts
+    return exists().where(
+        link.c.contact_id == Contact.id,
+        Activity.id == link.c.activity_id,
+        or_(
+            Activity.kind.in_(CONTACTING_KINDS),
+            and_(Activity.kind == ActivityKind.EMAIL, Activity.direction == Direction.OUT),
+        ),
+        Activity.occurred_at <= shifted_by_seconds(Contact.created_at, int(response.total_seconds())),
+    )
+
+
+def waiting_condition(*, now: datetime, window: timedelta, response: timedelta) -> ColumnElement[bool]:
+    """On `Contact`: created in [now - window, now - response] and not contacted within `response`."""
+    return and_(
+        Contact.created_at >= at(now - window),
+        Contact.created_at <= at(now - response),
+        ~contacted_condition(response),
+    )
+
+
+def waiting_leads_select(
+    *columns: Any, now: datetime, window: timedelta, response: timedelta, alertable_only: bool = False
+) -> Select[Any]:
+    """SELECT columns FROM the waiting leads (Contact; User when alertable_only)."""
+    query = (
+        select(*columns)
+        .select_from(Contact)
+        .where(waiting_condition(now=now, window=window, response=response))
+    )
+    if alertable_only:
+        query = query.join(User, User.id == Contact.owner_id).where(_alertable(Contact.owner_id))
+    return query
+
+
+@dataclass(frozen=True)
+class WaitingLead:
+    contact_id: int
+    name: str
+    email: str | None
+    company_name: str | None
+    owner_id: int | None
+    owner_name: str | None
+    created_at: datetime
+    hours_waiting: int
+    days_waiting: int
+    """Whole hours and days since the contact was created."""
+
+
 def waiting_leads(
     session: Session,
     *,
     now: datetime,
-    lead_window_days: int,
-    lead_response_hours: int,
-    alertable_only: bool = True,
-) -> list[WaitingLead]:
-    """Contacts created in the last `lead_window_days`, at least `lead_response_hours` old, with no outbound
-    email, call or meeting linked to them within `lead_response_hours` of their creation.
-    """
-    query = waiting_leads_select(
-        Contact.id,
-        Contact.name,
-        first_email_of_contact(),
-        Contact.owner_id,
-        Contact.created_at,
+    window: timedelta,
+    response: timedelta,
+    owner_id: int | None = None,
+    alertable_only: bool = False,
+    limit: int | None = None,
+) -> Listing[WaitingLead]:
+    """The waiting leads, longest waiting first (at most `limit`), and how many there are."""
+    top = waiting_leads_select(
+        Contact.id.label("contact_id"),
+        # the anti-join runs once: the total rides along on each row (a window over the matches)
+        func.count().over().label("total"),
         now=now,
-        lead_window_days=lead_window_days,
-        lead_response_hours=lead_response_hours,
+        window=window,
+        response=response,
         alertable_only=alertable_only,
-    ).order_by(Contact.created_at, Contact.id)
-    return [
+    )
+    if owner_id is not None:
+        top = top.where(Contact.owner_id == owner_id)
+    shown = top.order_by(Contact.created_at, Contact.id).limit(limit).subquery()
+    owner = aliased(User)
+    rows = session.execute(
+        select(
+            Contact.id,
+            Contact.name,
+            first_email_of_contact(),
+            Company.name,
+            Contact.owner_id,
+            owner.name,
+            Contact.created_at,
+            shown.c.total,
+        )
+        .select_from(shown)
+        .join(Contact, Contact.id == shown.c.contact_id)
+        .outerjoin(Company, Company.id == Contact.company_id)
+        .outerjoin(owner, owner.id == Contact.owner_id)
+        .order_by(Contact.created_at, Contact.id)
+    ).all()
+    leads = [
         WaitingLead(
             contact_id=contact_id,
             name=name,
             email=email,
-            owner_id=owner_id,
+            company_name=company_name,
+            owner_id=contact_owner_id,
+            owner_name=owner_name,
             created_at=created_at,
             hours_waiting=int((now - created_at).total_seconds() // 3600),
+            days_waiting=whole_days(now - created_at),
         )
-        for contact_id, name, email, owner_id, created_at in session.execute(query)
+        for contact_id, name, email, company_name, contact_owner_id, owner_name, created_at, _ in rows
     ]
+    return Listing(leads, int(rows[0][7]) if rows else 0)

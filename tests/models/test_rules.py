@@ -11,31 +11,36 @@ from models.activities import complete_task, create_task, log_activity, touch
 from models.db import make_engine, make_sessionmaker, transaction
 from models.deals import move_deal_to_stage
 from models.notifications import AlertPolicy, decide_notifications
-from models.reports import stalled_condition
 from models.rules import overdue_tasks, stalled_deals, waiting_leads
-from models.schema import Activity, ActivityKind, Deal, Direction, Notification, Stage, Task
+from models.schema import Activity, ActivityKind, Direction, Notification, Task
 from tests.fixtures.factories import stage_named
 
 DAY = timedelta(days=1)
 
 
+def stalled(session, now, default=14, alertable_only=True, **kw):
+    return stalled_deals(
+        session, now=now, default_stall_days=default, alertable_only=alertable_only, **kw
+    ).items
+
+
 def stalled_titles(session, now, default=14, **kw):
-    return [d.title for d in stalled_deals(session, now=now, default_stall_days=default, **kw)]
+    return [d.title for d in stalled(session, now, default, **kw)]
 
 
 def test_deal_stalls_after_default_days_without_activity(session, make_deal, make_user, now):
     owner = make_user()
     make_deal(title="Fresh", owner=owner, created_at=now - 13 * DAY)
     make_deal(title="Quiet", owner=owner, created_at=now - 14 * DAY, value="2500")
-    [stalled] = stalled_deals(session, now=now, default_stall_days=14)
-    assert (stalled.title, stalled.stage, stalled.days_stalled, stalled.value) == (
+    [quiet] = stalled(session, now)
+    assert (quiet.title, quiet.stage_name, quiet.days_since_touch, quiet.value) == (
         "Quiet",
         "Qualified",
         14,
         2500,
     )
-    assert stalled.stalled_since == now - 14 * DAY and stalled.last_activity_at is None
-    assert stalled_titles(session, now, default=10) == ["Fresh", "Quiet"]
+    assert (quiet.last_touch_at, quiet.stalled_since, quiet.last_activity_at) == (now - 14 * DAY, now, None)
+    assert stalled_titles(session, now, default=10) == ["Quiet", "Fresh"]  # most stalled first
 
 
 def test_stage_stall_days_override_the_default(session, make_deal, make_user, now):
@@ -44,8 +49,8 @@ def test_stage_stall_days_override_the_default(session, make_deal, make_user, no
     session.commit()
     make_deal(title="Demo waiting", stage="Demo", owner=owner, created_at=now - 3 * DAY)
     make_deal(title="Qualified waiting", stage="Qualified", owner=owner, created_at=now - 3 * DAY)
-    [stalled] = stalled_deals(session, now=now, default_stall_days=14)
-    assert (stalled.title, stalled.stall_days) == ("Demo waiting", 3)
+    [demo] = stalled(session, now)
+    assert (demo.title, demo.stall_days, demo.stalled_since) == ("Demo waiting", 3, now)
 
 
 def test_activity_and_stage_change_reset_the_stall(session, make_deal, make_user, now):
@@ -73,8 +78,8 @@ def test_activity_and_stage_change_reset_the_stall(session, make_deal, make_user
     session.commit()
 
     assert stalled_titles(session, now) == []
-    later = stalled_deals(session, now=now + 12 * DAY, default_stall_days=14)
-    assert [(d.title, d.stalled_since) for d in later] == [
+    later = stalled(session, now + 12 * DAY)
+    assert [(d.title, d.last_touch_at) for d in later] == [
         (t, now - 2 * DAY) for t in ("Called", "Moved", "Task done", "Mailed")
     ]
 
@@ -101,17 +106,36 @@ def test_opted_out_muted_excluded_and_ownerless_are_not_alertable(session, make_
     assert len(stalled_titles(session, now, alertable_only=False)) == 6
 
 
-def test_dashboard_stalled_condition_counts_what_the_rule_lists(session, make_deal, make_user, now):
+def test_a_deal_stalls_exactly_when_its_stall_days_have_passed(session, make_deal, make_user, now):
+    owner = make_user()
+    at_boundary = make_deal("At boundary", owner=owner, created_at=now - 14 * DAY)
+    make_deal("A second short", owner=owner, created_at=now - 14 * DAY + timedelta(seconds=1))
+    [deal] = stalled(session, now)
+    assert (deal.deal_id, deal.stall_days, deal.stalled_since, deal.last_touch_at) == (
+        at_boundary.id,
+        14,
+        now,
+        now - 14 * DAY,
+    )
+    assert stalled(session, now, default=15) == []
+
+
+def test_most_stalled_first_across_stages_with_a_total_beyond_the_limit(session, make_deal, make_user, now):
     owner = make_user()
     stage_named(session, "Proposal").stall_days = 5
     session.commit()
     for days in (1, 5, 6, 13, 14, 40):
-        make_deal(owner=owner, created_at=now - days * DAY)
-        make_deal(owner=owner, stage="Proposal", created_at=now - days * DAY)
-    count = session.scalar(
-        select(func.count(Deal.id)).join(Stage, Stage.id == Deal.stage_id).where(stalled_condition(now, 14))
-    )
-    assert count == len(stalled_deals(session, now=now, default_stall_days=14)) == 2 + 5
+        make_deal(f"Qualified {days}", owner=owner, created_at=now - days * DAY)
+        make_deal(f"Proposal {days}", owner=owner, stage="Proposal", created_at=now - days * DAY)
+    listing = stalled_deals(session, now=now, default_stall_days=14, limit=4)
+    # stalled since: Proposal 40 (35 days ago), Qualified 40 (26), Proposal 14 (9), Proposal 13 (8), ...
+    assert [d.title for d in listing.items] == ["Proposal 40", "Qualified 40", "Proposal 14", "Proposal 13"]
+    assert listing.total == 2 + 5
+    everything = stalled_deals(session, now=now, default_stall_days=14)
+    # then Proposal 6 (1 day ago), and two that stalled this very moment, in the order they were created
+    assert [d.title for d in everything.items][4:] == ["Proposal 6", "Proposal 5", "Qualified 14"]
+    assert everything.total == 7
+    assert [d.stalled_since for d in everything.items] == sorted(d.stalled_since for d in everything.items)
 
 
 def test_overdue_tasks_alert_the_assignee_until_done(session, make_deal, make_user, now):
@@ -124,7 +148,7 @@ def test_overdue_tasks_alert_the_assignee_until_done(session, make_deal, make_us
     create_task(session, title="No due date", now=now, assignee=rep)
     create_task(session, title="Nobody's", now=now, due_at=now - DAY)
     session.commit()
-    [task] = overdue_tasks(session, now=now)
+    [task] = overdue_tasks(session, now=now, alertable_only=True)
     assert (task.title, task.assignee_id, task.days_overdue, task.deal_title) == (
         "Call back Acme",
         rep.id,
@@ -133,7 +157,8 @@ def test_overdue_tasks_alert_the_assignee_until_done(session, make_deal, make_us
     )
     complete_task(session, late, now=now)
     session.commit()
-    assert overdue_tasks(session, now=now) == []
+    assert overdue_tasks(session, now=now, alertable_only=True) == []
+    assert [t.title for t in overdue_tasks(session, now=now)] == ["Nobody's"]
 
 
 def test_waiting_leads_are_new_contacts_nobody_reached(session, make_contact, make_user, now):
@@ -177,7 +202,9 @@ def test_waiting_leads_are_new_contacts_nobody_reached(session, make_contact, ma
         session.add(email)
     session.commit()
 
-    leads = waiting_leads(session, now=now, lead_window_days=14, lead_response_hours=24)
+    leads = waiting_leads(
+        session, now=now, window=14 * DAY, response=timedelta(hours=24), alertable_only=True
+    ).items
     assert [(lead.name, lead.email, lead.hours_waiting) for lead in leads] == [
         ("Larry Late", late.primary_email, 40),
         ("Wanda Waiting", "wanda@lead.example", 30),
