@@ -1,7 +1,8 @@
-"""The alert scan: rules -> recorded notifications -> one digest email per owner over SMTP; its schedule.
+"""The alert scan: rules -> recorded notifications -> one digest email per owner; its schedule.
 
-This module owns the SMTP world (smtplib) and the scan's lock; the rules and the exactly-once bookkeeping
-live in models.rules and models.notifications.
+This module owns the scan's lock and the digest's wording; the rules and the exactly-once bookkeeping live in
+models.rules and models.notifications, and SMTP (building the message, its headers, the connection) in
+daemon.mailer.
 
 One scan:
 1. takes the scan lock (PostgreSQL: a session-level `pg_try_advisory_lock` on a dedicated connection; SQLite:
@@ -10,9 +11,14 @@ One scan:
 2. decides: runs the rules and records each alert with its idempotency key in one transaction
    (insert-or-ignore on the unique key, so even without the lock nothing is decided twice);
 3. sends: per owner, reads the unsent notifications, sends one digest (plain text + HTML), then marks them
-   sent in a short transaction. An SMTP failure marks them with `last_error` and leaves them unsent: the next
-   run (or the retry job every 15 minutes) sends them. A crash between the SMTP server accepting a digest and
-   the mark-sent commit can at worst send that digest once more.
+   sent in a short transaction. Each owner's digest is its own attempt: one that fails (a bad address, a
+   refused recipient, a name that cannot be encoded, a dropped connection) marks that owner's notifications
+   with `last_error` and leaves them unsent for the next run (or the retry job every 15 minutes), and the
+   other owners' digests still go out. A crash between the SMTP server accepting a digest and the mark-sent
+   commit can at worst send that digest once more.
+
+With no `[smtp] host` the alerts live in the panel only: the scan decides and records them, sends nothing
+and reports that as a success.
 """
 
 from __future__ import annotations
@@ -22,15 +28,11 @@ import fcntl
 import html
 import logging
 import re
-import smtplib
-import ssl
 import zoneinfo
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from daemon.mailer import Letter, Mailer, one_line
 from models.db import transaction
 from models.notifications import (
     KIND_OVERDUE_TASK,
@@ -54,7 +57,7 @@ from models.notifications import (
     parse_stamp,
     recipients_with_unsent,
 )
-from settings import AlertSettings, Settings, SmtpSettings
+from settings import AlertSettings, Settings
 
 log = logging.getLogger("threadline.alerts")
 
@@ -62,6 +65,7 @@ log = logging.getLogger("threadline.alerts")
 ADVISORY_LOCK_KEY = 0x74686C616C657274  # "thlalert"
 RETRY_EVERY = timedelta(minutes=15)
 SKIPPED_BUSY = "another scan is running"
+PANEL_ONLY = "no email sent ([smtp] host is not configured: alerts are shown in the panel only)"
 
 
 def deal_url(base_url: str, deal_id: int) -> str:
@@ -88,6 +92,8 @@ class ScanResult:
     """What one scan (or retry) did; `ok` is False when some digest could not be sent."""
 
     skipped: str | None = None
+    emailed: bool = True
+    """False when there is no [smtp] host: the alerts are recorded for the panel and nothing is sent."""
     decided: int = 0
     tasks_created: int = 0
     digests_sent: int = 0
@@ -102,14 +108,15 @@ class ScanResult:
     def summary(self) -> str:
         if self.skipped:
             return f"skipped: {self.skipped}"
-        text_ = (
-            f"{self.decided} notifications decided, "
-            f"{self.digests_sent} digests sent ({self.notifications_sent} notifications), "
-            f"{self.digests_failed} digests failed"
-        )
+        parts = [f"{self.decided} notifications decided"]
+        if self.emailed:
+            parts.append(f"{self.digests_sent} digests sent ({self.notifications_sent} notifications)")
+            parts.append(f"{self.digests_failed} digests failed")
+        else:
+            parts.append(f"recorded in the panel, {PANEL_ONLY}")
         if self.tasks_created:
-            text_ += f", {self.tasks_created} follow-up tasks created"
-        return text_
+            parts.append(f"{self.tasks_created} follow-up tasks created")
+        return ", ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
@@ -202,123 +209,32 @@ def retry_unsent(settings: Settings, sessions: sessionmaker[Session], *, now: da
 def _send_pending(
     settings: Settings, sessions: sessionmaker[Session], *, now: datetime, result: ScanResult
 ) -> None:
+    if not settings.smtp.configured:
+        result.emailed = False
+        return
     with transaction(sessions, write=False) as session:
         recipients = recipients_with_unsent(session)
     if not recipients:
         return
-    smtp = settings.smtp
-    mailer: SmtpMailer | None = None
-    broken: str | None = None if smtp.configured else "email not sent: [smtp] host is not configured"
-    try:
+    with Mailer(settings.smtp) as mailer:
         for recipient in recipients:
             with transaction(sessions, write=False) as session:
                 pending = claim_unsent(session, recipient.user_id)
             if not pending:
                 continue
-            error = broken
-            if error is None:
-                try:
-                    if mailer is None:
-                        mailer = SmtpMailer(smtp)
-                        mailer.open()
-                    mailer.send(build_digest(settings, recipient, pending, now=now))
-                except (
-                    smtplib.SMTPRecipientsRefused,
-                    smtplib.SMTPSenderRefused,
-                    smtplib.SMTPDataError,
-                ) as exc:
-                    where = f"SMTP {smtp.host}:{smtp.port}"
-                    error = f"{where} refused the digest for {recipient.email}: {smtp_reason(exc)}"
-                except (smtplib.SMTPException, OSError) as exc:
-                    # The connection itself failed: the remaining owners would fail the same way, without
-                    # waiting out a timeout each.
-                    error = broken = f"SMTP {smtp.host}:{smtp.port}: {smtp_reason(exc)}"
-                    if mailer is not None:
-                        mailer.close()
-                        mailer = None
+            delivery = mailer.send(build_digest(settings, recipient, pending, now=now), now=now)
             ids = [p.id for p in pending]
-            if error is None:
+            if delivery.error is None:
                 with transaction(sessions) as session:
                     result.notifications_sent += mark_sent(session, ids, now=now)
                 result.digests_sent += 1
-            else:
-                with transaction(sessions) as session:
-                    mark_failed(session, ids, error=error)
-                result.digests_failed += 1
-                if error not in result.errors:
-                    result.errors.append(error)
-                log.warning("alert digest for %s not sent: %s", recipient.email, error)
-    finally:
-        if mailer is not None:
-            mailer.close()
-
-
-# ---- SMTP -------------------------------------------------------------------------------------------------
-
-
-def smtp_reason(exc: BaseException) -> str:
-    """One line saying why SMTP failed (server replies decoded; never the password)."""
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        parts = [f"{addr}: {code} {_decode(msg)}" for addr, (code, msg) in exc.recipients.items()]
-        return "recipient refused: " + "; ".join(parts)
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return f"{exc.smtp_code} {_decode(exc.smtp_error)}"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    text_ = str(exc).strip() or type(exc).__name__
-    return text_.splitlines()[0]
-
-
-def _decode(value: bytes | str) -> str:
-    return (
-        (value.decode("utf-8", "replace") if isinstance(value, bytes) else value).strip().replace("\n", " ")
-    )
-
-
-class SmtpMailer:
-    """One SMTP connection for a run's digests: TLS verified by default, password from a Secret."""
-
-    def __init__(self, settings: SmtpSettings) -> None:
-        self.settings = settings
-        self._client: smtplib.SMTP | None = None
-
-    def open(self) -> None:
-        s = self.settings
-        context = ssl.create_default_context(cafile=s.tls_ca_file) if s.security != "none" else None
-        client: smtplib.SMTP
-        if s.security == "ssl":
-            client = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_seconds, context=context)
-        else:
-            client = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds)
-        try:
-            client.ehlo()
-            if s.security == "starttls":
-                client.starttls(context=context)
-                client.ehlo()
-            if s.username:
-                if s.password is None:
-                    raise smtplib.SMTPException("[smtp] username is set but no password (password_env/_file)")
-                client.login(s.username, s.password.reveal())
-        except BaseException:
-            client.close()
-            raise
-        self._client = client
-
-    def send(self, message: EmailMessage) -> None:
-        if self._client is None:
-            raise smtplib.SMTPServerDisconnected("not connected")
-        self._client.send_message(message)
-
-    def close(self) -> None:
-        client, self._client = self._client, None
-        if client is None:
-            return
-        try:
-            client.quit()
-        except (smtplib.SMTPException, OSError):
-            pass
-        finally:
-            client.close()
+                continue
+            with transaction(sessions) as session:
+                mark_failed(session, ids, error=delivery.error)
+            result.digests_failed += 1
+            if delivery.error not in result.errors:
+                result.errors.append(delivery.error)
+            log.warning("alert digest for %s not sent: %s", recipient.email, delivery.error)
 
 
 # ---- the digest -------------------------------------------------------------------------------------------
@@ -441,7 +357,7 @@ _SECTIONS = (
 
 def build_digest(
     settings: Settings, recipient: Recipient, pending: Sequence[PendingNotification], *, now: datetime
-) -> EmailMessage:
+) -> Letter:
     """The owner's digest: subject counting the alerts, plain-text and HTML parts with links to the deals."""
     lines = digest_lines(pending, base_url=settings.smtp.base_url, now=now, timezone=settings.team.timezone)
     counts = [
@@ -451,10 +367,11 @@ def build_digest(
     present = [(kind, title, count) for kind, title, count in counts if not count.startswith("0 ")]
     summary = ", ".join(count for _, _, count in present)
 
-    text_parts = [f"Hello {recipient.name},", "", f"Threadline needs your attention on: {summary}.", ""]
+    name = one_line(recipient.name) or recipient.email
+    text_parts = [f"Hello {name},", "", f"Threadline needs your attention on: {summary}.", ""]
     html_parts = [
         '<html><body style="font-family: sans-serif">',
-        f"<p>Hello {html.escape(recipient.name)},</p>",
+        f"<p>Hello {html.escape(name)},</p>",
         f"<p>Threadline needs your attention on: {html.escape(summary)}.</p>",
     ]
     all_alerts_url = f"{settings.smtp.base_url}/admin/notifications/"
@@ -489,18 +406,13 @@ def build_digest(
         "</body></html>",
     ]
 
-    message = EmailMessage()
-    message["Subject"] = f"Threadline: {summary}"
-    message["From"] = settings.smtp.from_address
-    message["To"] = formataddr((recipient.name, recipient.email))
-    message["Date"] = format_datetime(now)
-    domain = settings.smtp.from_address.rpartition("@")[2] or "threadline.local"
-    message["Message-ID"] = make_msgid("threadline-alerts", domain=domain)
-    # RFC 3834: tells vacation responders not to answer a machine.
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content("\n".join(text_parts))
-    message.add_alternative("\n".join(html_parts), subtype="html")
-    return message
+    return Letter(
+        to_address=recipient.email,
+        to_name=recipient.name,
+        subject=f"Threadline: {summary}",
+        text="\n".join(text_parts),
+        html="\n".join(html_parts),
+    )
 
 
 # ---- schedule ---------------------------------------------------------------------------------------------

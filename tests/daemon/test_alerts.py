@@ -12,7 +12,15 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
-from daemon.alerts import SKIPPED_BUSY, cron_trigger, deal_url, run_scan, scan_lock, schedule_alerts
+from daemon.alerts import (
+    SKIPPED_BUSY,
+    cron_trigger,
+    deal_url,
+    retry_unsent,
+    run_scan,
+    scan_lock,
+    schedule_alerts,
+)
 from models.activities import create_task, log_activity
 from models.db import make_engine, make_sessionmaker
 from models.schema import Activity, ActivityKind, Direction, Notification
@@ -251,6 +259,69 @@ def test_waiting_lead_reached_in_time_is_not_alerted(db, session, smtp_server, m
     assert "Forgotten" in mail.text and "Reached" not in mail.text
 
 
+def test_a_refused_owner_and_a_bad_address_do_not_stop_the_other_digests(
+    db, session, smtp_server, make_user, make_deal, now
+):
+    ann = make_user("ann@team.example", name="Ann")
+    gone = make_user("gone@team.example", name="Gone")
+    broken = make_user("broken@team.example", name="Broken")
+    broken.email = "broken@"  # a row written before addresses were checked
+    session.commit()
+    cid = make_user("cid@team.example", name="Cid")
+    for owner in (ann, gone, broken, cid):
+        make_deal(title=f"{owner.name}'s deal", owner=owner, created_at=now - 20 * DAY)
+    smtp_server.refused.add("gone@team.example")
+    settings = settings_for(smtp_server)
+
+    result = run_scan(settings, db.sessions, now=now)
+
+    assert (result.decided, result.digests_sent, result.digests_failed, result.ok) == (4, 2, 2, False)
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.wait_for(2)) == ["ann@team.example", "cid@team.example"]
+    errors = {n.deal.title: n.last_error for n in notifications(session) if n.sent_at is None}
+    assert set(errors) == {"Gone's deal", "Broken's deal"}
+    assert "refused the message to gone@team.example: recipient refused" in errors["Gone's deal"]
+    assert "550 5.1.1 No such user here" in errors["Gone's deal"]
+    assert errors["Broken's deal"] == "not sent: 'broken@' is not an email address"
+    assert sorted(result.errors) == sorted(errors.values())
+
+    # fixed later: the retry sends what was left, and nothing twice
+    smtp_server.refused.clear()
+    broken.email = "broken@team.example"
+    session.commit()
+    retried = retry_unsent(settings, db.sessions, now=now + timedelta(minutes=15))
+    assert (retried.digests_sent, retried.digests_failed) == (2, 0)
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.wait_for(4)[2:]) == [
+        "broken@team.example",
+        "gone@team.example",
+    ]
+    assert all(n.sent_at is not None for n in notifications(session))
+
+
+def test_line_breaks_in_names_from_the_database_never_reach_a_header(
+    db, session, smtp_server, make_user, make_deal, make_contact, now
+):
+    ann = make_user("ann@team.example")
+    ann.name = "Ann\r\nBcc: evil@attacker.example"  # accepted by an older panel; refused since
+    session.commit()
+    bob = make_user("bob@team.example", name="Bob")
+    make_deal(title="Pricing\r\nBcc: evil@attacker.example", owner=ann, created_at=now - 20 * DAY)
+    make_contact(name="Lena\nBcc: evil@attacker.example", owner=ann, created_at=now - 30 * timedelta(hours=1))
+    make_deal(title="Bob's deal", owner=bob, created_at=now - 20 * DAY)
+
+    result = run_scan(settings_for(smtp_server), db.sessions, now=now)
+
+    assert (result.digests_sent, result.digests_failed) == (2, 0)
+    mails = {m.rcpt_tos: m for m in smtp_server.wait_for(2)}
+    assert set(mails) == {("ann@team.example",), ("bob@team.example",)}
+    mail = mails["ann@team.example",]
+    assert mail.message["Bcc"] is None
+    assert str(mail.message["To"]) == '"Ann Bcc: evil@attacker.example" <ann@team.example>'
+    head = mail.raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    assert not any(line.lower().startswith("bcc") for line in head.split("\r\n"))
+    assert mail.text.startswith("Hello Ann Bcc: evil@attacker.example,\n")
+    assert "Pricing" in mail.text and "Lena" in mail.text
+
+
 # ---- schedule ---------------------------------------------------------------------------------------------
 
 
@@ -374,6 +445,35 @@ def test_alerts_once_exits_1_when_smtp_is_down(db, smtp_server, make_user, make_
     smtp_server.start()
     assert main(["--config", str(config), "alerts", "--once"]) == 0
     assert len(smtp_server.wait_for(1)) == 1
+
+
+def test_alerts_once_without_an_smtp_host_records_for_the_panel_and_exits_0(
+    db, session, make_user, make_deal, tmp_path, capsys
+):
+    deal = make_deal(title="Panel stall", owner=make_user(), created_at=datetime.now(UTC) - 30 * DAY)
+    config = tmp_path / "threadline.toml"
+    config.write_text(f'[database]\nurl = "{db.url}"\n', encoding="utf-8")  # no [smtp]: the panel only
+
+    assert main(["--config", str(config), "alerts", "--once"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == (
+        "alerts: 1 notifications decided, recorded in the panel, "
+        "no email sent ([smtp] host is not configured: alerts are shown in the panel only)\n"
+    )
+    assert "digests failed" not in captured.err and "Traceback" not in captured.err
+    [note] = notifications(session)
+    assert (note.deal_id, note.sent_at, note.last_error, note.send_attempts) == (deal.id, None, None, 0)
+
+    assert main(["--config", str(config), "alerts", "--once", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["decided"], summary["emailed"], summary["digests_failed"], summary["ok"]) == (
+        0,
+        False,
+        0,
+        True,
+    )
+    [note] = notifications(session)
+    assert (note.last_error, note.send_attempts) == (None, 0)
 
 
 def test_a_long_digest_lists_the_first_alerts_and_links_to_the_rest(
