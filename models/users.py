@@ -4,11 +4,16 @@ and ending their login sessions.
 Every user has a `session_version`; a login session remembers the version it began with and is refused once
 the user's version has moved on. Logging out, a new password, a new role and deactivation move it, so no copy
 of an older session cookie keeps working.
+
+The one owner of the rule for a staff member's name (`normalize_user_name`): `create_user` (the CLI's `user
+add`) and `update_user` (the panel's user form) call it. A name ends up on every page and in the To: header
+of alert digests, so a line break or any other control character in it is refused.
 """
 
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from datetime import datetime
 from functools import lru_cache
 
@@ -23,6 +28,22 @@ from models.schema import Role, User
 
 _hasher = PasswordHasher()
 MIN_PASSWORD_LENGTH = 8
+MAX_NAME_LENGTH = 200  # users.name
+
+
+def normalize_user_name(name: str, *, email: str) -> str:
+    """The name as stored: trimmed, the email address when empty.
+
+    Raises DomainError for a line break or another control character, or a name over MAX_NAME_LENGTH.
+    """
+    text = name.strip()
+    bad = next((ch for ch in text if unicodedata.category(ch) in ("Cc", "Zl", "Zp")), None)
+    if bad is not None:
+        what = "a line break" if bad in "\r\n\x0b\x0c\x85\u2028\u2029" else f"the control character {bad!r}"
+        raise DomainError(f"a name cannot contain {what}: {text!r}")
+    if len(text) > MAX_NAME_LENGTH:
+        raise DomainError(f"a name can be at most {MAX_NAME_LENGTH} characters")
+    return text or email
 
 
 def hash_password(password: str) -> str:
@@ -54,7 +75,7 @@ def create_user(
         raise DomainError(f"role must be one of admin, manager, rep; got {role!r}") from None
     user = User(
         email=address,
-        name=name.strip() or address,
+        name=normalize_user_name(name, email=address),
         role=role,
         password_hash=hash_password(password),
         active=True,
@@ -121,11 +142,12 @@ def update_user(
         new_role = Role(role)
     except ValueError:
         raise DomainError(f"role must be one of admin, manager, rep; got {role!r}") from None
+    new_name = normalize_user_name(name, email=address)
     ends_sessions = bool(password) or new_role != user.role or (user.active and not active)
     if password:
         user.password_hash = hash_password(password)
     user.email = address
-    user.name = name.strip() or address
+    user.name = new_name
     user.role = new_role
     user.active = active
     user.alerts_enabled = alerts_enabled

@@ -56,6 +56,19 @@ def test_short_password_is_refused_without_a_traceback(cli):
     assert result.err == "threadline: password must be at least 8 characters\n"
 
 
+def test_a_name_with_a_line_break_is_refused_and_nothing_is_created(cli, db):
+    for name in ("Ann\nBcc: evil@attacker.example", "Ann\r\nOwner", "Ann\u2028Owner"):
+        result = cli(
+            "user", "add", "ann@team.example", "--name", name, "--role", "rep", "--password-stdin",
+            stdin="long enough password\n",
+        )  # fmt: skip
+        assert result.code == 1
+        assert result.err.startswith("threadline: a name cannot contain a line break: ")
+        assert "Traceback" not in result.err
+    with db.sessions() as session:
+        assert session.scalars(select(User)).all() == []
+
+
 def _unmigrated_commands(tmp_path: Path) -> list[list[str]]:
     csv_file = tmp_path / "x.csv"
     csv_file.write_text("email\na@b.example\n", encoding="utf-8")
