@@ -37,6 +37,7 @@ from models.contacts import (
 )
 from models.deals import create_deal, find_stage, first_open_stage, move_deal_to_stage, parse_money
 from models.errors import DomainError
+from models.money import DEFAULT_CURRENCY, normalize_currency
 from models.schema import (
     Base,
     Company,
@@ -591,9 +592,7 @@ def _import_deal(session: Session, row: Row, maps: _DealMaps, now: datetime) -> 
         known = ", ".join(s.name for s in pipeline.stages)
         raise RowError(f"no stage named {stage_name!r} in pipeline {pipeline.name!r} (known: {known})")
     value = parse_money(row.get("value")) if row.get("value") else None
-    currency = row.get("currency").upper() or None
-    if currency is not None and (len(currency) != 3 or not currency.isalpha()):
-        raise RowError(f"currency must be a three-letter code like EUR, got {row.get('currency')!r}")
+    currency = normalize_currency(row.get("currency")) if row.get("currency") else None
     expected_close = _parse_date(row.get("expected_close"))
     owner_id = _owner(row, maps.users)
     contact_ids = _deal_contact_ids(row, maps)
@@ -638,8 +637,8 @@ def _import_deal(session: Session, row: Row, maps: _DealMaps, now: datetime) -> 
         return False
     deal = create_deal(
         session, title=title, now=now, pipeline=pipeline, stage=stage or first_open_stage(pipeline),
-        value=value or Decimal("0"), currency=currency or "USD", company=company, contacts=contacts,
-        owner=owner, expected_close_on=expected_close,
+        value=value or Decimal("0"), currency=currency or DEFAULT_CURRENCY, company=company,
+        contacts=contacts, owner=owner, expected_close_on=expected_close,
     )  # fmt: skip
     if lost_reason and deal.status == DealStatus.LOST:
         deal.lost_reason = lost_reason

@@ -114,6 +114,38 @@ def test_reimport_updates_the_same_deal_and_moves_its_stage(cli, db, write_csv, 
     assert (found["Side deal"]["value"], found["Side deal"]["stage"]) == (Decimal("50.00"), "Qualified")
 
 
+def test_a_currency_that_is_not_iso_4217_is_a_bad_row_with_its_line(cli, db, write_csv, make_company):
+    make_company("Acme", domain="acme.com")
+    first = write_csv(
+        "money.csv",
+        HEADER
+        + "Dollars deal,100,dollars,,,,,,,\n"  # 2: was cut to "DOL" by the panel; never a currency
+        + "Three letters,100,DOL,,,,,,,\n"  # 3
+        + "Lower case,100,chf,,,,,,,\n"  # 4
+        + "Acme renewal,100,EUR,,,Acme,,,,\n",  # 5
+    )
+    result = cli("import", "deals", str(first))
+    assert result.code == 1
+    assert result.err_lines == [
+        f"{first}:2: skipped: 'dollars' is not a currency: use an ISO 4217 code like EUR or USD",
+        f"{first}:3: skipped: 'DOL' is not a currency: use an ISO 4217 code like EUR or USD",
+        "threadline: 2 bad row(s) skipped (listed above); the good rows were imported",
+    ]
+    assert {title: d["currency"] for title, d in deals(db).items()} == {
+        "Lower case": "CHF",
+        "Acme renewal": "EUR",
+    }
+    # updating an existing deal checks the same rule, and a bad row changes nothing
+    second = write_csv("money2.csv", HEADER + "Acme renewal,200,euros,,,Acme,,,,\n")
+    again = cli("import", "deals", str(second))
+    assert again.code == 1
+    assert again.err_lines[0] == (
+        f"{second}:2: skipped: 'euros' is not a currency: use an ISO 4217 code like EUR or USD"
+    )
+    renewal = deals(db)["Acme renewal"]
+    assert (renewal["currency"], renewal["value"]) == ("EUR", Decimal("100.00"))
+
+
 def test_deals_file_without_title_column_is_refused(cli, write_csv):
     path = write_csv("nodeal.csv", "name,value\nX,1\n")
     result = cli("import", "deals", str(path))

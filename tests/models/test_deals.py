@@ -57,3 +57,20 @@ def test_money_is_decimal_and_rejects_nonsense():
     for bad in ("abc", "-5", "1.234"):
         with pytest.raises(DomainError):
             parse_money(bad)
+
+
+@pytest.mark.parametrize("currency", ["dollars", "DOL", "E U R", "12€"])
+def test_a_deal_currency_must_be_an_iso_4217_code(session, currency, now):
+    from models.deals import create_deal
+
+    with pytest.raises(DomainError, match="is not a currency"):
+        create_deal(session, title="Acme renewal", now=now, currency=currency)
+    assert session.scalars(select(Deal)).all() == []
+
+
+def test_a_deal_currency_is_written_as_its_code(session, now):
+    from models.deals import create_deal
+
+    assert create_deal(session, title="Euro deal", now=now, currency=" eur ").currency == "EUR"
+    assert create_deal(session, title="Default", now=now).currency == "USD"
+    assert create_deal(session, title="Empty", now=now, currency="").currency == "USD"
