@@ -5,11 +5,14 @@ read in batches of BATCH (yield_per, a server-side cursor on PostgreSQL) and eac
 domains, contacts, mailboxes) come from one extra query per batch, so memory stays flat however many rows
 there are. Values: times are ISO 8601 UTC ending in 'Z', dates YYYY-MM-DD, money a string with two decimals
 ("1234.50", exact), people by email, companies and deals by name; in CSV a list is joined with ';'.
+
+CSV is for spreadsheets, and its text comes from mail and from people: every cell goes through
+models.spreadsheet, so a subject such as `=HYPERLINK(...)` is shown as text, never run. JSON lines are for
+programs and carry every value exactly as stored.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
@@ -35,6 +38,7 @@ from models.schema import (
     activity_contacts,
     deal_contacts,
 )
+from models.spreadsheet import SafeCsvWriter
 
 BATCH = 1000
 # bound parameters per IN list, well under SQLite's and PostgreSQL's limits
@@ -99,7 +103,7 @@ def _jsonl_writer(stream: TextIO) -> Callable[[Record], None]:
 
 
 def _csv_writer(stream: TextIO, fields: Sequence[str]) -> Callable[[Record], None]:
-    writer = csv.writer(stream, lineterminator="\n")
+    writer = SafeCsvWriter(stream)
     writer.writerow(fields)
 
     def cell(value: Any) -> str:

