@@ -3,8 +3,13 @@
 Owns the demo content: three staff accounts with known passwords, ~50 companies, ~200 contacts, ~60 deals
 spread over the default pipeline (some stalled, some won, some lost with reasons, each moved stage by stage
 through move_deal_to_stage so the history reads true), a few hundred activities over the last 90 days
-(emails in both directions seen on a demo mailbox, calls, meetings, notes) and tasks, some overdue.
-The same seed and `now` give the same data; everything is written in one transaction.
+(emails in both directions seen on a demo mailbox, calls, meetings, notes), tasks (some overdue), a few new
+leads nobody has answered yet, and the demo mailbox's sync status. The same seed and `now` give the same
+data; everything is written in one transaction.
+
+Then it runs the alert scan once at `now` (deciding, not sending: the demo's addresses are not real), the
+same scan the daemon runs on its schedule, so the panel shows notifications from the first login instead of
+after the next scheduled scan.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import random
 import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +27,7 @@ from typing import TextIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from daemon.alerts import run_scan
 from models.activities import complete_task, create_task, log_activity, touch
 from models.contacts import ensure_company_for_domain
 from models.db import transaction
@@ -35,6 +42,8 @@ from models.schema import (
     Deal,
     Direction,
     EmailSighting,
+    FolderSyncState,
+    MailboxStatus,
     Pipeline,
     Role,
     Stage,
@@ -256,6 +265,8 @@ _TASKS = (
 # How many deals end in each stage: the four open stages of the Sales pipeline, then won and lost
 _DEAL_PLAN = (("Qualified", 9), ("Demo", 9), ("Proposal", 9), ("Negotiation", 8), ("Won", 14), ("Lost", 11))
 _STALLED_DEALS = 8
+# new contacts, each 2-9 days old, that nobody has called, met or written to yet
+_NEW_LEADS = 6
 
 
 @dataclass
@@ -266,6 +277,7 @@ class DemoCounts:
     deals: int = 0
     activities: int = 0
     tasks: int = 0
+    notifications: int = 0
 
 
 def seed_demo(
@@ -292,9 +304,11 @@ def seed_demo(
             _print_logins(session, domain, url, out)
             return None
         counts = _Seeder(session, random.Random(seed), now, domain, settings.alerts.stall_days).run()
+    counts.notifications = run_scan(settings, sessions, now=now, send=False).decided
     print(
         f"Demo data added: {counts.users} users, {counts.companies} companies, {counts.contacts} contacts, "
-        f"{counts.deals} deals, {counts.activities} activities, {counts.tasks} tasks.",
+        f"{counts.deals} deals, {counts.activities} activities, {counts.tasks} tasks, "
+        f"{counts.notifications} alerts.",
         file=out,
     )
     with sessions() as session:
@@ -328,6 +342,7 @@ class _Seeder:
         self.stall_days = stall_days
         self.counts = DemoCounts()
         self.message_number = 0
+        self.emails_per_folder: Counter[str] = Counter()
 
     def run(self) -> DemoCounts:
         users = self.users()
@@ -335,6 +350,8 @@ class _Seeder:
         contacts = self.contacts(companies, users)
         self.deals(companies, contacts, users)
         self.loose_activities(contacts, users)
+        self.new_leads(companies, users)
+        self.sync_status()
         self.session.flush()
         return self.counts
 
@@ -546,9 +563,16 @@ class _Seeder:
         self.counts.activities += 1
 
     def email(
-        self, when: datetime, owner: User, people: list[Contact], company: Company | None, deal: Deal | None
+        self,
+        when: datetime,
+        owner: User,
+        people: list[Contact],
+        company: Company | None,
+        deal: Deal | None,
+        *,
+        inbound: bool = False,
     ) -> None:
-        outbound = self.rng.random() < 0.55
+        outbound = not inbound and self.rng.random() < 0.55
         subject, body = self.rng.choice(_EMAIL_OUT if outbound else _EMAIL_IN)
         person = people[0]
         address = person.emails[0].email
@@ -580,11 +604,70 @@ class _Seeder:
             needs_deal_review=False,
         )
         activity.contacts.extend(people)
-        activity.sightings.append(
-            EmailSighting(mailbox=DEMO_MAILBOX, folder="Sent" if outbound else "INBOX", seen_at=when)
-        )
+        folder = "Sent" if outbound else "INBOX"
+        activity.sightings.append(EmailSighting(mailbox=DEMO_MAILBOX, folder=folder, seen_at=when))
+        self.emails_per_folder[folder] += 1
         self.session.add(activity)
         touch([deal, company, *people], when)
+
+    def new_leads(self, companies: Sequence[Company], users: Sequence[User]) -> None:
+        """Contacts created in the last days that nobody reached yet: the waiting-lead alert; one wrote in."""
+        for index in range(_NEW_LEADS):
+            company = self.rng.choice(companies)
+            first, last = self.rng.choice(_FIRST), self.rng.choice(_LAST)
+            contact = Contact(
+                name=f"{first} {last}",
+                title=self.rng.choice(_TITLES),
+                company=company,
+                owner=self.rng.choice(users[1:]),
+                lead_source=self.rng.choice(_LEAD_SOURCES),
+                created_at=self.ago(self.rng.uniform(2, 9)),
+                emails=[
+                    ContactEmail(
+                        email=f"{_slug(first)}.{_slug(last)}.lead{index}@{company.domains[0].domain}"
+                    )
+                ],
+            )
+            self.session.add(contact)
+            self.counts.contacts += 1
+            if index == 0:  # an inbound question is not an answer: still waiting
+                self.session.flush()
+                assert contact.owner is not None
+                self.email(
+                    contact.created_at + timedelta(hours=1),
+                    contact.owner,
+                    [contact],
+                    company,
+                    None,
+                    inbound=True,
+                )
+                self.counts.activities += 1
+
+    def sync_status(self) -> None:
+        """The demo mailbox as the sync would leave it: healthy, every folder synced just now."""
+        self.session.add(
+            MailboxStatus(
+                mailbox=DEMO_MAILBOX,
+                last_attempt_at=self.now,
+                last_success_at=self.now,
+                consecutive_failures=0,
+            )
+        )
+        for folder, logged in sorted(self.emails_per_folder.items()):
+            # most mail in a mailbox is not about customers (newsletters, colleagues): seen, not logged
+            seen = logged * 4 + self.rng.randint(0, logged)
+            self.session.add(
+                FolderSyncState(
+                    mailbox=DEMO_MAILBOX,
+                    folder=folder,
+                    uidvalidity=1,
+                    last_uid=seen,
+                    uidnext=seen + 1,
+                    messages_seen=seen,
+                    messages_logged=logged,
+                    last_success_at=self.now,
+                )
+            )
 
     def loose_activities(self, contacts: dict[int, list[Contact]], users: Sequence[User]) -> None:
         """Activity with people outside any deal: introductions, newsletters answered, support questions."""

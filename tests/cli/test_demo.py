@@ -19,6 +19,9 @@ from models.schema import (
     DealStageChange,
     DealStatus,
     EmailSighting,
+    FolderSyncState,
+    MailboxStatus,
+    Notification,
     Role,
     Task,
     User,
@@ -38,7 +41,7 @@ def test_demo_seeds_a_realistic_dataset_and_prints_the_logins(cli, db):
     result = cli("demo")
     assert (result.code, result.err) == (0, "")
     lines = result.out.splitlines()
-    assert lines[0].startswith("Demo data added: 3 users, 50 companies, 200 contacts, 60 deals, ")
+    assert lines[0].startswith("Demo data added: 3 users, 50 companies, 206 contacts, 60 deals, ")
     assert (
         lines[1]
         == "Open http://127.0.0.1:8000 and sign in with a demo login (unless its password was changed since):"
@@ -56,7 +59,7 @@ def test_demo_seeds_a_realistic_dataset_and_prints_the_logins(cli, db):
             "sam@threadline.demo": Role.REP,
         }
         assert verify_password(users["sam@threadline.demo"], "threadline-rep")
-        assert (count(Company), count(Contact), count(Deal)) == (50, 200, 60)
+        assert (count(Company), count(Contact), count(Deal)) == (50, 206, 60)
         assert count(Deal, Deal.status == DealStatus.WON) >= 5
         lost = session.scalars(select(Deal).where(Deal.status == DealStatus.LOST)).all()
         assert len(lost) >= 5 and all(d.lost_reason and d.closed_at for d in lost)
@@ -79,6 +82,49 @@ def test_demo_seeds_a_realistic_dataset_and_prints_the_logins(cli, db):
         )
         assert {s.mailbox for s in session.scalars(select(EmailSighting))} == {"demo"}
         assert count(Task, Task.done_at.is_(None), Task.due_at < started) >= 3
+
+
+def test_demo_shows_alerts_and_a_sync_status_from_the_first_login(cli, db):
+    """No waiting for the 08:00 weekday scan: the panel shows the alerting and the mailbox right away."""
+    from admin.app import create_app
+    from tests.admin.conftest import log_in, settings_for
+
+    started = datetime.now(UTC)
+    result = cli("demo")
+    assert result.code == 0
+    with db.sessions() as session:
+        rows = session.execute(select(Notification.kind, func.count()).group_by(Notification.kind)).all()
+        kinds = {kind: n for kind, n in rows}
+        assert set(kinds) == {"stalled_deal", "overdue_task", "waiting_lead"}
+        assert f"{sum(kinds.values())} alerts." in result.out.splitlines()[0]
+        notes = session.scalars(select(Notification)).all()
+        assert all(started <= n.created_at <= datetime.now(UTC) for n in notes)  # decided now, not faked
+        assert all(n.sent_at is None and n.last_error is None for n in notes)  # and not emailed
+        [mailbox] = session.scalars(select(MailboxStatus)).all()
+        assert (mailbox.mailbox, mailbox.consecutive_failures, mailbox.last_error) == ("demo", 0, None)
+        assert mailbox.last_success_at is not None and mailbox.last_success_at >= started
+        folders = {f.folder: f for f in session.scalars(select(FolderSyncState))}
+        assert sorted(folders) == ["INBOX", "Sent"]
+        for folder, state in folders.items():
+            sightings = count_of(session, EmailSighting, EmailSighting.folder == folder)
+            assert state.messages_logged == sightings > 0
+            assert state.messages_seen >= state.messages_logged
+
+    app = create_app(settings_for(db.url), db.sessions)
+    app.config["TESTING"] = True
+    rep = app.test_client()
+    assert log_in(rep, "sam@threadline.demo", "threadline-rep").status_code == 302
+    page = rep.get("/admin/notifications/").text
+    assert "Stalled deal: " in page and "Task overdue: " in page and "No alerts." not in page
+    admin = app.test_client()
+    assert log_in(admin, "alex@threadline.demo", "threadline-admin").status_code == 302
+    sync = admin.get("/admin/sync/").text
+    assert "The sync has not run yet." not in sync and "No folder synced yet." not in sync
+    assert "<td>demo</td>" in sync
+
+
+def count_of(session, model, *where):
+    return session.scalar(select(func.count()).select_from(model).where(*where))
 
 
 def test_demo_if_empty_does_nothing_the_second_time(cli, db):
