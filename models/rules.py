@@ -97,8 +97,9 @@ def wants_alerts() -> ColumnElement[bool]:
     return and_(User.alerts_enabled.is_(True), User.active.is_(True))
 
 
-def _alertable(column: SQLColumnExpression[int | None]) -> ColumnElement[bool]:
-    return and_(column.is_not(None), wants_alerts())
+def _owned_by_alertable(query: Select[Any], owner: SQLColumnExpression[int | None]) -> Select[Any]:
+    """`query` kept to rows whose `owner` column names a user who wants alerts (User joined)."""
+    return query.join(User, User.id == owner).where(owner.is_not(None), wants_alerts())
 
 
 # ---- stalled deals ----------------------------------------------------------------------------------------
@@ -172,8 +173,8 @@ def stalled_select(rule: StallRule, *columns: Any, alertable_only: bool = False)
     """SELECT columns FROM the stalled deals (Deal and Stage joined; User too when alertable_only)."""
     query = select(*columns).select_from(Deal).join(Stage, Stage.id == Deal.stage_id).where(rule.condition())
     if alertable_only:
-        query = query.join(User, User.id == Deal.owner_id).where(
-            _alertable(Deal.owner_id), Deal.alerts_muted.is_(False), Stage.alerts_excluded.is_(False)
+        query = _owned_by_alertable(query, Deal.owner_id).where(
+            Deal.alerts_muted.is_(False), Stage.alerts_excluded.is_(False)
         )
     return query
 
@@ -300,7 +301,7 @@ def overdue_select(*columns: Any, now: datetime, alertable_only: bool = False) -
         .where(Task.done_at.is_(None), Task.due_at < at(now))
     )
     if alertable_only:
-        query = query.join(User, User.id == Task.assignee_id).where(_alertable(Task.assignee_id))
+        query = _owned_by_alertable(query, Task.assignee_id)
     return query
 
 
@@ -402,7 +403,7 @@ def waiting_leads_select(
         .where(waiting_condition(now=now, window=window, response=response))
     )
     if alertable_only:
-        query = query.join(User, User.id == Contact.owner_id).where(_alertable(Contact.owner_id))
+        query = _owned_by_alertable(query, Contact.owner_id)
     return query
 
 
