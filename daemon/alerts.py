@@ -57,7 +57,7 @@ from models.notifications import (
     parse_stamp,
     recipients_with_unsent,
 )
-from settings import AlertSettings, Settings
+from settings import Settings
 
 log = logging.getLogger("threadline.alerts")
 
@@ -75,16 +75,6 @@ def deal_url(base_url: str, deal_id: int) -> str:
 
 def contact_url(base_url: str, contact_id: int) -> str:
     return f"{base_url.rstrip('/')}/admin/records/contact/{contact_id}"
-
-
-def policy_from_settings(alerts: AlertSettings) -> AlertPolicy:
-    return AlertPolicy(
-        stall_days=alerts.stall_days,
-        lead_window_days=alerts.lead_window_days,
-        lead_response_hours=alerts.lead_response_hours,
-        remind_every_days=alerts.remind_every_days,
-        create_tasks=alerts.create_tasks,
-    )
 
 
 @dataclass
@@ -184,7 +174,7 @@ def run_scan(
             return ScanResult(skipped=SKIPPED_BUSY)
         result = ScanResult()
         with transaction(sessions) as session:
-            decided = decide_notifications(session, now=now, policy=policy_from_settings(settings.alerts))
+            decided = decide_notifications(session, now=now, policy=AlertPolicy.of(settings.alerts))
         result.decided, result.tasks_created = len(decided.decided), decided.tasks_created
         if send:
             _send_pending(settings, sessions, now=now, result=result)

@@ -57,6 +57,7 @@ from models.rules import (
 from models.schema import Contact, Deal, Notification, Stage, Task, User
 from models.sql import json_object, stamp_text
 from models.types import UTCDateTime
+from settings import AlertSettings
 
 KIND_STALLED_DEAL = "stalled_deal"
 KIND_OVERDUE_TASK = "overdue_task"
@@ -85,11 +86,21 @@ _COLUMNS = (
 class AlertPolicy:
     """The [alerts] settings the rules and the decision need (models never read the config itself)."""
 
-    stall_days: int = 14
-    lead_window_days: int = 14
-    lead_response_hours: int = 24
-    remind_every_days: int = 7
-    create_tasks: bool = False
+    stall_days: int
+    lead_window_days: int
+    lead_response_hours: int
+    remind_every_days: int
+    create_tasks: bool
+
+    @classmethod
+    def of(cls, alerts: AlertSettings) -> AlertPolicy:
+        return cls(
+            stall_days=alerts.stall_days,
+            lead_window_days=alerts.lead_window_days,
+            lead_response_hours=alerts.lead_response_hours,
+            remind_every_days=alerts.remind_every_days,
+            create_tasks=alerts.create_tasks,
+        )
 
 
 @dataclass(frozen=True)
@@ -374,27 +385,23 @@ def claim_unsent(session: Session, user_id: int) -> list[PendingNotification]:
 
 def mark_sent(session: Session, ids: Iterable[int], *, now: datetime) -> int:
     """Record that these notifications went out; ones already marked are left alone."""
-    id_list = sorted(set(ids))
-    if not id_list:
-        return 0
-    result = session.execute(
-        update(Notification)
-        .where(Notification.id.in_(id_list), Notification.sent_at.is_(None))
-        .values(sent_at=now, last_error=None, send_attempts=Notification.send_attempts + 1)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return _attempted(session, ids, sent_at=now, last_error=None)
 
 
 def mark_failed(session: Session, ids: Iterable[int], *, error: str) -> int:
     """Keep these notifications unsent, with the reason shown in the admin panel; the next run retries."""
+    return _attempted(session, ids, last_error=error[:_MAX_ERROR_LENGTH])
+
+
+def _attempted(session: Session, ids: Iterable[int], **outcome: Any) -> int:
+    """Count a sending attempt on the still unsent notifications among `ids`, with its outcome."""
     id_list = sorted(set(ids))
     if not id_list:
         return 0
     result = session.execute(
         update(Notification)
         .where(Notification.id.in_(id_list), Notification.sent_at.is_(None))
-        .values(last_error=error[:_MAX_ERROR_LENGTH], send_attempts=Notification.send_attempts + 1)
+        .values(**outcome, send_attempts=Notification.send_attempts + 1)
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]

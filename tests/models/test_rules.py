@@ -13,6 +13,7 @@ from models.deals import move_deal_to_stage
 from models.notifications import AlertPolicy, decide_notifications
 from models.rules import overdue_tasks, stalled_deals, waiting_leads
 from models.schema import Activity, ActivityKind, Direction, Notification, Task
+from settings import AlertSettings
 from tests.fixtures.factories import stage_named
 
 DAY = timedelta(days=1)
@@ -214,7 +215,7 @@ def test_waiting_leads_are_new_contacts_nobody_reached(session, make_contact, ma
 
 
 def policy(**kw):
-    return AlertPolicy(**{"stall_days": 14, "remind_every_days": 7, **kw})
+    return AlertPolicy.of(AlertSettings(**{"stall_days": 14, "remind_every_days": 7, **kw}))
 
 
 def decide(db, now, **kw):
