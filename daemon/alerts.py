@@ -212,19 +212,23 @@ def _send_pending(
                 pending = claim_unsent(session, recipient.user_id)
             if not pending:
                 continue
-            delivery = mailer.send(build_digest(settings, recipient, pending, now=now), now=now)
             ids = [p.id for p in pending]
-            if delivery.error is None:
+            try:
+                error = mailer.send(build_digest(settings, recipient, pending, now=now), now=now).error
+            except Exception as exc:  # one owner's digest, whatever went wrong, never stops the others
+                log.exception("alert digest for %s could not be built", recipient.email)
+                error = f"not sent: the digest could not be built ({type(exc).__name__})"
+            if error is None:
                 with transaction(sessions) as session:
                     result.notifications_sent += mark_sent(session, ids, now=now)
                 result.digests_sent += 1
                 continue
             with transaction(sessions) as session:
-                mark_failed(session, ids, error=delivery.error)
+                mark_failed(session, ids, error=error)
             result.digests_failed += 1
-            if delivery.error not in result.errors:
-                result.errors.append(delivery.error)
-            log.warning("alert digest for %s not sent: %s", recipient.email, delivery.error)
+            if error not in result.errors:
+                result.errors.append(error)
+            log.warning("alert digest for %s not sent: %s", recipient.email, error)
 
 
 # ---- the digest -------------------------------------------------------------------------------------------
@@ -245,7 +249,7 @@ def _latest_per_subject(pending: Sequence[PendingNotification]) -> list[PendingN
 def _parse_time(value: object) -> datetime | None:
     try:
         return parse_stamp(value)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 

@@ -322,6 +322,30 @@ def test_line_breaks_in_names_from_the_database_never_reach_a_header(
     assert "Pricing" in mail.text and "Lena" in mail.text
 
 
+def test_a_notification_that_cannot_be_worded_does_not_stop_the_digests(
+    db, session, smtp_server, make_user, make_deal, now
+):
+    ann = make_user("ann@team.example")
+    make_deal(title="Ann's deal", owner=ann, created_at=now - 20 * DAY)
+    make_deal(title="Bob's deal", owner=make_user("bob@team.example"), created_at=now - 20 * DAY)
+    session.add(
+        Notification(
+            key="task:odd",
+            kind="overdue_task",
+            user_id=ann.id,
+            title="Task overdue: odd",
+            detail={"task_title": "Odd", "due_at": "9999-12-31T23:00:00-05:00"},  # past the end of time
+            created_at=now,
+            send_attempts=0,
+        )
+    )
+    session.commit()
+    result = run_scan(settings_for(smtp_server), db.sessions, now=now)
+    assert (result.digests_sent, result.digests_failed) == (2, 0)
+    mails = {m.rcpt_tos[0]: m for m in smtp_server.wait_for(2)}
+    assert "* Odd: due ?" in mails["ann@team.example"].text
+
+
 # ---- schedule ---------------------------------------------------------------------------------------------
 
 
