@@ -13,7 +13,8 @@ or that the server refuses (recipient, sender, content) fails alone, and the nex
 connection. When the connection breaks, the letter being sent fails and the next one opens a new connection.
 Only when the server cannot be reached or refuses the login do the letters left fail at once with that reason,
 instead of each waiting out its own timeout. Failures are plain text for people (server replies decoded, never
-the password).
+the password). How the connection logs in lives in `Mailer._connected`: another way of logging in (OAuth for
+SMTP) belongs there, not in the callers.
 """
 
 from __future__ import annotations
