@@ -2,7 +2,7 @@
 
 Callers hand over plain `Letter`s (recipient, subject, text and HTML bodies) and get one `Delivery` back per
 letter; nothing here raises because of one letter. Messages are built with the standard library's
-`EmailMessage` under `email.policy.SMTP`: addresses go through `email.headerregistry.Address` (display names
+`EmailMessage` under `email.policy.SMTP` (7-bit: bodies go quoted-printable or base64): addresses go through `email.headerregistry.Address` (display names
 quoted or RFC 2047-encoded as needed), long values are folded, and every value that may come from mail or
 from users (a contact's or a user's name, a subject) is first made one line: control characters and line
 breaks become spaces, so no value can end a header and start another. Domains are sent in their ASCII
@@ -32,6 +32,9 @@ from email.utils import format_datetime, make_msgid, parseaddr
 from types import TracebackType
 
 from settings import SmtpSettings
+
+# SMTP line ends; bodies as quoted-printable or base64, so a server without 8BITMIME takes them too
+_POLICY = email.policy.SMTP.clone(cte_type="7bit")
 
 # Server replies and local checks that concern one letter: the connection stays usable for the next one.
 _LETTER_ERRORS = (
@@ -103,12 +106,12 @@ def sender_address(settings: SmtpSettings) -> Address:
         raise AddressError(f"[smtp] from_address {settings.from_address!r} is not an email address") from None
 
 
-def compose(letter: Letter, *, sender: Address, now: datetime) -> EmailMessage:
-    """The message for `letter` (raises AddressError, or UnicodeError for text that cannot be encoded)."""
-    message = EmailMessage(policy=email.policy.SMTP)
+def compose(letter: Letter, *, sender: Address, recipient: Address, now: datetime) -> EmailMessage:
+    """The message for `letter` from `sender` to `recipient` (see `parse_address`)."""
+    message = EmailMessage(policy=_POLICY)
     message["Subject"] = one_line(letter.subject)
     message["From"] = sender
-    message["To"] = parse_address(letter.to_address, display_name=letter.to_name)
+    message["To"] = recipient
     message["Date"] = format_datetime(now)
     message["Message-ID"] = make_msgid("threadline", domain=sender.domain or "threadline.local")
     if letter.automated:
@@ -116,7 +119,6 @@ def compose(letter: Letter, *, sender: Address, now: datetime) -> EmailMessage:
     message.set_content(letter.text)
     if letter.html is not None:
         message.add_alternative(letter.html, subtype="html")
-    message.as_bytes()  # an unencodable value fails here, for this letter only, before any SMTP command
     return message
 
 
@@ -164,10 +166,11 @@ class Mailer:
         try:
             if self._sender is None:
                 self._sender = sender_address(self.settings)
-            message = compose(letter, sender=self._sender, now=now)
+            recipient = parse_address(letter.to_address, display_name=letter.to_name)
+            data = compose(letter, sender=self._sender, recipient=recipient, now=now).as_bytes()
         except AddressError as exc:
             return Delivery(letter, f"not sent: {exc}")
-        except UnicodeError:
+        except UnicodeError:  # e.g. a lone surrogate in a name: no charset can write it
             return Delivery(letter, f"not sent: the message to {letter.to_address!r} cannot be encoded")
         try:
             client = self._connected()
@@ -176,14 +179,13 @@ class Mailer:
             self._unreachable = f"{self.where}: {smtp_reason(exc)}"
             return Delivery(letter, self._unreachable)
         try:
-            client.send_message(message)
+            client.sendmail(self._sender.addr_spec, [recipient.addr_spec], data)
         except _LETTER_ERRORS as exc:
             if client.sock is None:  # a 421 reply closed the connection: the next letter opens a new one
                 self._client = None
-            return Delivery(
-                letter, f"{self.where} refused the message to {letter.to_address}: {smtp_reason(exc)}"
-            )
-        except (smtplib.SMTPException, OSError, UnicodeError) as exc:
+            refused = f"{self.where} refused the message to {recipient.addr_spec}"
+            return Delivery(letter, f"{refused}: {smtp_reason(exc)}")
+        except (smtplib.SMTPException, OSError) as exc:
             self.close()  # the connection is in an unknown state: the next letter opens a new one
             return Delivery(letter, f"{self.where}: {smtp_reason(exc)}")
         return Delivery(letter)

@@ -141,15 +141,14 @@ class StallRule:
 
     def condition(self) -> ColumnElement[bool]:
         """On `Deal`: open and stalled at `now` (no join needed)."""
-        stages_by_days: dict[int, list[int]] = defaultdict(list)
-        for stage_id, days in sorted(self.days.items()):
-            stages_by_days[days].append(stage_id)
+        # One branch per stage, not one per distinct cutoff: with a single `stage_id IN (...)` branch SQLite
+        # walks the (status, last_activity_at) index for the OR, 1.6x slower when most open deals are stalled.
         branches = []
-        for days, stage_ids in sorted(stages_by_days.items()):
+        for stage_id, days in sorted(self.days.items()):
             cutoff = at(self.cutoff(days))
             branches.append(
                 and_(
-                    Deal.stage_id.in_(stage_ids),
+                    Deal.stage_id == stage_id,
                     Deal.stage_entered_at <= cutoff,
                     or_(Deal.last_activity_at.is_(None), Deal.last_activity_at <= cutoff),
                 )
