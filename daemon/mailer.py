@@ -2,11 +2,11 @@
 
 Callers hand over plain `Letter`s (recipient, subject, text and HTML bodies) and get one `Delivery` back per
 letter; nothing here raises because of one letter. Messages are built with the standard library's
-`EmailMessage` under `email.policy.SMTP` (7-bit: bodies go quoted-printable or base64): addresses go through `email.headerregistry.Address` (display names
-quoted or RFC 2047-encoded as needed), long values are folded, and every value that may come from mail or
-from users (a contact's or a user's name, a subject) is first made one line: control characters and line
-breaks become spaces, so no value can end a header and start another. Domains are sent in their ASCII
-(IDNA) form.
+`EmailMessage` under `email.policy.SMTP` (7-bit: bodies go quoted-printable or base64): addresses go through
+`email.headerregistry.Address` (display names quoted or RFC 2047-encoded as needed), long values are folded,
+and every value that may come from mail or from users (a contact's or a user's name, a subject) is first made
+one line: control characters and line breaks become spaces, so no value can end a header and start another.
+Domains are sent in their ASCII (IDNA) form.
 
 Each letter is its own attempt. A letter that cannot be built (a bad address, a name that cannot be encoded)
 or that the server refuses (recipient, sender, content) fails alone, and the next one goes out on the same

@@ -30,7 +30,6 @@ a 30-day window and 7 days; the alerts use `[alerts] lead_window_days` and `lead
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
