@@ -41,6 +41,26 @@ def test_admin_adds_a_user_whose_password_is_hashed_and_never_shown(app, session
 
 
 @sqlite_only
+def test_a_user_name_with_a_line_break_is_refused_when_added_or_renamed(app, session, make_user, login):
+    admin = login(make_user(role=Role.ADMIN))
+    hostile = "Eve\r\nBcc: evil@attacker.example"
+    added = admin.post(
+        "/admin/user/new/",
+        {"email": "eve@team.example", "name": hostile, "role": "rep", "new_password": "s3cret-enough"},
+    )
+    assert "a name cannot contain a line break" in added.text
+    rep = make_user(email="rita@team.example", name="Rita")
+    renamed = admin.post(
+        f"/admin/user/edit/?id={rep.id}",
+        {"email": rep.email, "name": hostile, "role": "rep", "active": "y", "alerts_enabled": "y"},
+    )
+    assert "a name cannot contain a line break" in renamed.text
+    fresh(session)
+    assert session.scalar(select(User).where(User.email == "eve@team.example")) is None
+    assert session.scalar(select(User.name).where(User.id == rep.id)) == "Rita"
+
+
+@sqlite_only
 def test_admin_renames_and_reorders_stages_and_sets_probability(app, session, make_user, login):
     admin = login(make_user(role=Role.ADMIN))
     demo = stage_named(session, "Demo")
