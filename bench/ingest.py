@@ -44,12 +44,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daemon.parse import parse_message
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.mailgen import GeneratedMessage, generate_mailbox, known_contacts, mailbox_owner
 from daemon.imap import ImapSession, ImapTarget
-from daemon.parse import parse_message
 from daemon.sync import SyncResult, mailbox_target, sync_mailbox
 from models.db import make_engine, make_sessionmaker
 from settings import load_settings

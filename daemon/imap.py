@@ -30,8 +30,7 @@ from settings.model import is_loopback_host
 
 __all__ = [
     "COMMON_SENT_NAMES",
-    "FetchedHeader",
-    "FetchedMessage",
+    "Fetched",
     "FolderInfo",
     "FolderStatus",
     "ImapAuthError",
@@ -126,17 +125,12 @@ class FolderStatus:
 
 
 @dataclass(frozen=True)
-class FetchedMessage:
-    uid: int
-    raw: bytes
-    size: int  # RFC822.SIZE as reported by the server
+class Fetched:
+    """What a UID FETCH returned for one message: its header block (or all of it) and its size."""
 
-
-@dataclass(frozen=True)
-class FetchedHeader:
     uid: int
-    header: bytes
-    size: int  # RFC822.SIZE of the whole message
+    data: bytes
+    size: int  # RFC822.SIZE of the whole message, as the server reports it
 
 
 class ImapSession:
@@ -357,16 +351,37 @@ class ImapSession:
             found.update(client.search(["UID", f"{start}:*"]))
         return sorted(uid for uid in found if uid >= first)
 
-    def fetch_headers(self, uids: Sequence[int]) -> list[FetchedHeader]:
-        """Headers and sizes, sorted by UID; UIDs no longer in the folder (expunged) are left out."""
-        fetched = self._fetch(uids, "BODY.PEEK[HEADER]", b"BODY[HEADER]", "fetching headers")
-        return [FetchedHeader(uid=uid, header=data, size=size) for uid, data, size in fetched]
+    def fetch_headers(self, uids: Sequence[int], max_bytes: int | None = None) -> list[Fetched]:
+        """Header blocks and sizes, sorted by UID; UIDs no longer in the folder (expunged) are left out.
 
-    def fetch_messages(self, uids: Sequence[int]) -> list[FetchedMessage]:
+        With max_bytes, at most max_bytes + 1 bytes of each header block are transferred (a partial FETCH),
+        so a header block of megabytes costs what the cap allows and the reader can tell it was cut.
+        """
+        item = "BODY.PEEK[HEADER]" if max_bytes is None else f"BODY.PEEK[HEADER]<0.{max_bytes + 1}>"
+        fetched = self._fetch(uids, item, b"BODY[HEADER]", "fetching headers")
+        return [Fetched(uid=uid, data=data, size=size) for uid, data, size in fetched]
+
+    def fetch_messages(self, uids: Sequence[int]) -> list[Fetched]:
         """Raw messages and sizes, sorted by UID; uses BODY.PEEK[] so \\Seen is never set. UIDs no longer
-        in the folder (expunged) are left out."""
+        in the folder (expunged) are left out; a message the server lists with no content comes back empty."""
         fetched = self._fetch(uids, "BODY.PEEK[]", b"BODY[]", "fetching messages")
-        return [FetchedMessage(uid=uid, raw=data, size=size) for uid, data, size in fetched]
+        return [Fetched(uid=uid, data=data, size=size) for uid, data, size in fetched]
+
+    def still_present(self, uids: Sequence[int]) -> set[int]:
+        """Which of these UIDs are still in the selected folder, after hearing of expunges (NOOP). A message
+        that another client expunged while this connection had the folder open is answered with no
+        content (BODY[] NIL) until then: this tells that apart from a message the server cannot deliver."""
+        client, _ = self._selected_folder()
+        wanted = sorted({int(uid) for uid in uids})
+        if not wanted:
+            return set()
+        found: set[int] = set()
+        with self._errors("checking messages"):
+            client.noop()
+            for start in range(0, len(wanted), _FETCH_CHUNK):
+                chunk = wanted[start : start + _FETCH_CHUNK]
+                found.update(client.search(["UID", ",".join(str(uid) for uid in chunk)]))
+        return found & set(wanted)
 
     def idle_wait(self, timeout: float) -> bool:
         """IDLE on the selected folder until the server signals new mail (EXISTS/RECENT) or timeout seconds
@@ -419,10 +434,17 @@ class ImapSession:
                 chunk = wanted[start : start + _FETCH_CHUNK]
                 response = client.fetch(chunk, [item, "RFC822.SIZE"])
                 for uid in chunk:
-                    data = response.get(uid, {})
-                    body = data.get(key)
-                    if isinstance(body, bytes):
-                        fetched.append((uid, body, int(data.get(b"RFC822.SIZE", len(body)))))
+                    data = response.get(uid)
+                    if not data:
+                        continue
+                    # a partial fetch answers as b"BODY[HEADER]<0>"; NIL (None) is a message without content
+                    body = next(
+                        (v for k, v in data.items() if isinstance(k, bytes) and k.startswith(key)), None
+                    )
+                    if body is None and not any(isinstance(k, bytes) and k.startswith(key) for k in data):
+                        continue
+                    content = body if isinstance(body, bytes) else b""
+                    fetched.append((uid, content, int(data.get(b"RFC822.SIZE", len(content)))))
         return fetched
 
     # -- plumbing -------------------------------------------------------------------------------------------

@@ -1,90 +1,97 @@
-"""Who an email concerns and whether it may be logged: the pure half of matching.
+"""Who an email concerns and whether it is logged: matching's rules, decided once per message.
 
-Given a message's parsed headers and the team's rules (internal domains and addresses, `[matching]` settings,
-the free-mail list), `match_message` decides the direction, the normalized participants, which of them are
-external, which external addresses may become contacts, and why a message is skipped outright (internal
-only, every outside address ignored). `MatchDecision.plan(known)` then finishes the decision against the set
-of addresses that already belong to contacts (a bulk lookup the sync does once per batch).
+This module owns the matching rules: who is the team (its domains, its mailboxes' and users' addresses),
+what mail is automated (list headers, Precedence, Auto-Submitted, and the one list of machine sender names
+below), which domains are free-mail (daemon/freemail.txt plus `[matching] freemail_domains`), which outside
+addresses may become contacts (`[matching] create_contacts`), and when mail is bulk (more recipients than
+`[matching] max_recipients`, or a header block cut at `max_header_bytes`). Parsing only reports the facts
+these rules read.
 
-No database, no IMAP: the sync calls this on headers alone, before deciding whether a body is worth fetching.
+It decides in two steps, because the sync decides from headers alone, for a whole batch at once, before it
+fetches any body: `read_participants` judges a message's headers by the rules (no database): direction, the
+outside participants worth looking up, who may be created, or a skip reason that no lookup can change. The
+sync then looks up the batch's outside addresses once, and `decide` turns each message's participants and
+that lookup into the final `Placement` (whom to link, whom to create) or `SkipReason`. Recording carries the
+placement out as it is.
 """
 
 from __future__ import annotations
 
+import enum
 import fnmatch
+import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from pathlib import Path
 
-from models.contacts import normalize_domain, normalize_email
+from models.contacts import normalize_email
+from models.domains import company_domain_of, normalize_domain
+from models.messages import Address, Direction, MessageHeaders, NewContact, Placement, SkipReason
+from settings import MailboxSettings, MatchingSettings, TeamSettings
 
-Direction = Literal["in", "out"]
+FREEMAIL_FILE = Path(__file__).with_name("freemail.txt")
 
-CREATE_NONE, CREATE_SENT, CREATE_SENT_AND_RECEIVED = "none", "sent", "sent_and_received"
-
-SKIP_INTERNAL = "internal only"
-SKIP_NO_PARTICIPANTS = "no participants"
-SKIP_IGNORED = "ignored"
-SKIP_AUTOMATED = "automated"
-SKIP_NO_CONTACT = "no contact"
-
-# Senders that are machines whatever the other headers say (RFC 2142 role names and the usual no-reply forms).
+# Senders that are machines whatever the other headers say: RFC 2142 role names and the usual no-reply
+# forms, compared with '-', '_' and '.' removed ("no_reply", "do-not-reply", "MAILER-DAEMON").
 _AUTOMATED_LOCAL_PARTS = frozenset(
-    {"mailer-daemon", "postmaster", "noreply", "no-reply", "no_reply", "donotreply", "do-not-reply", "bounce",
-     "bounces"}
-)  # fmt: skip
+    {"noreply", "donotreply", "mailerdaemon", "postmaster", "bounce", "bounces"}
+)
+_AUTOMATED_LOCAL_PREFIX_RE = re.compile(r"(?:no-?reply|do-?not-?reply|bounces?)(?:[-_.]|$)")
+_BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
+_GLOB_CHARACTERS = frozenset("*?[")
 
 
-class AddressLike(Protocol):
-    @property
-    def name(self) -> str: ...
+class CreateContacts(enum.StrEnum):
+    """`[matching] create_contacts`: which unknown outside addresses become contacts."""
 
-    @property
-    def email(self) -> str: ...
+    NONE = "none"  # nobody: only mail with existing contacts is logged
+    SENT = "sent"  # people the team wrote to (To, Cc, Bcc of outbound mail)
+    SENT_AND_RECEIVED = "sent_and_received"  # also the senders of inbound mail
 
 
-class HeadersLike(Protocol):
-    """What matching reads from a message (daemon.parse.MessageHeaders has these)."""
+class Role(enum.StrEnum):
+    FROM = "from"
+    SENDER = "sender"
+    REPLY_TO = "reply_to"
+    TO = "to"
+    CC = "cc"
+    BCC = "bcc"
 
-    @property
-    def from_(self) -> Sequence[AddressLike]: ...
 
-    @property
-    def sender(self) -> Sequence[AddressLike]: ...
+_RECIPIENT_ROLES = frozenset({Role.TO, Role.CC, Role.BCC})
 
-    @property
-    def reply_to(self) -> Sequence[AddressLike]: ...
 
-    @property
-    def to(self) -> Sequence[AddressLike]: ...
+@dataclass(frozen=True)
+class Team:
+    """Who the team is, as the configuration says: its domains and every mailbox's own addresses. (Users'
+    addresses come from the database when the rules are built.)"""
 
-    @property
-    def cc(self) -> Sequence[AddressLike]: ...
+    domains: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
 
-    @property
-    def bcc(self) -> Sequence[AddressLike]: ...
-
-    @property
-    def is_automated(self) -> bool: ...
-
-    @property
-    def automated_reason(self) -> str | None: ...
+    @classmethod
+    def of(cls, team: TeamSettings, mailboxes: Iterable[MailboxSettings]) -> Team:
+        addresses = [
+            a for m in mailboxes for a in (m.address, m.owner, m.username) if a is not None and "@" in a
+        ]
+        return cls(domains=team.domains, addresses=tuple(addresses))
 
 
 @dataclass(frozen=True)
 class MatchRules:
-    """The team's matching rules, built once per sync run from settings and the users table."""
+    """The team's matching rules, built once per sync run (`build_rules`)."""
 
     internal_domains: frozenset[str] = frozenset()
     internal_addresses: frozenset[str] = frozenset()
-    create_contacts: str = CREATE_SENT
+    create_contacts: CreateContacts = CreateContacts.SENT
     ignore: tuple[str, ...] = ()
     freemail: frozenset[str] = frozenset()
+    max_recipients: int = MatchingSettings.max_recipients
     # free-mail entries may be globs ('yahoo.*'); exact names are checked with a set lookup first
     _freemail_globs: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        globs = tuple(d for d in self.freemail if any(c in d for c in "*?["))
+        globs = tuple(d for d in self.freemail if not _GLOB_CHARACTERS.isdisjoint(d))
         object.__setattr__(self, "_freemail_globs", globs)
 
     def is_internal(self, address: str) -> bool:
@@ -104,25 +111,30 @@ class MatchRules:
         return False
 
     def is_freemail(self, domain: str) -> bool:
-        domain = domain.lower()
+        """Whether an address domain belongs to a free-mail provider: a person's address, no company's."""
+        domain = normalize_domain(domain)
+        if not domain:
+            return False
         return domain in self.freemail or any(fnmatch.fnmatchcase(domain, g) for g in self._freemail_globs)
 
 
-def build_rules(
-    *,
-    team_domains: Iterable[str],
-    internal_addresses: Iterable[str],
-    create_contacts: str,
-    ignore: Iterable[str],
-    freemail: Iterable[str],
-) -> MatchRules:
-    addresses = frozenset(a for a in (normalize_email(x) for x in internal_addresses) if a)
+def load_freemail_domains(extra: Iterable[str] = ()) -> frozenset[str]:
+    """Domains and globs from daemon/freemail.txt plus `extra` (a deployment's own additions)."""
+    lines = FREEMAIL_FILE.read_text(encoding="utf-8").splitlines()
+    entries = (normalize_domain(entry.split("#", 1)[0]) for entry in (*lines, *extra))
+    return frozenset(entry for entry in entries if entry)
+
+
+def build_rules(matching: MatchingSettings, team: Team, users: Iterable[str] = ()) -> MatchRules:
+    """The rules from the `[matching]` settings, the team and the users' addresses (all of them internal)."""
+    addresses = frozenset(a for a in (normalize_email(x) for x in (*team.addresses, *users)) if a)
     return MatchRules(
-        internal_domains=frozenset(normalize_domain(d) for d in team_domains if d.strip()),
+        internal_domains=frozenset(normalize_domain(d) for d in team.domains if d.strip()),
         internal_addresses=addresses,
-        create_contacts=create_contacts,
-        ignore=tuple(p.strip().lower() for p in ignore if p.strip()),
-        freemail=frozenset(d.strip().lower() for d in freemail if d.strip()),
+        create_contacts=CreateContacts(matching.create_contacts),
+        ignore=tuple(p.strip().lower() for p in matching.ignore if p.strip()),
+        freemail=load_freemail_domains(matching.freemail_domains),
+        max_recipients=matching.max_recipients,
     )
 
 
@@ -130,75 +142,57 @@ def build_rules(
 class Participant:
     email: str
     name: str  # display name from the header, '' when there was none
-    roles: tuple[str, ...]  # 'from', 'sender', 'reply_to', 'to', 'cc', 'bcc' in header order
+    roles: tuple[Role, ...]  # in header order
     internal: bool
     ignored: bool
-
-    @property
-    def domain(self) -> str:
-        return self.email.rpartition("@")[2]
-
-
-@dataclass(frozen=True)
-class MatchPlan:
-    """The decision finished against known contacts: whom to link, whom to create, or why to skip."""
-
-    link: tuple[Participant, ...]  # external participants that already are contacts
-    create: tuple[Participant, ...]  # external participants to create as contacts
-    skip_reason: str | None
-
-    @property
-    def logs(self) -> bool:
-        return self.skip_reason is None
+    company_domain: str | None = (
+        None  # for those who may be created: the registrable domain, None if free-mail
+    )
 
 
 @dataclass(frozen=True)
-class MatchDecision:
+class Participants:
+    """A message's headers judged by the rules, before any lookup: who to look up, who may be created, or
+    why nothing can make the message loggable."""
+
     direction: Direction
     sender: str | None  # the address the direction was decided on (From, else Sender)
-    participants: tuple[Participant, ...]
-    external: tuple[Participant, ...]  # outside the team and not ignored: the only ones ever linked
+    external: tuple[Participant, ...]  # outside the team, not ignored, within max_recipients
     creatable: tuple[Participant, ...]  # external participants the rules allow to become contacts
-    automated: bool
-    automated_reason: str | None
-    skip_reason: str | None  # set when no lookup can make the message loggable
+    automated: str | None  # why the mail is automated, None for a person's mail
+    bulk: bool  # more recipients than max_recipients (or headers cut): links existing contacts only
+    skip: SkipReason | None  # set when no lookup can make the message loggable
 
-    def plan(self, known: Collection[str]) -> MatchPlan:
-        """Link external participants that are contacts, create the allowed unknown ones; log if any."""
-        if self.skip_reason is not None:
-            return MatchPlan((), (), self.skip_reason)
-        link = tuple(p for p in self.external if p.email in known)
-        create = tuple(p for p in self.creatable if p.email not in known)
-        if link or create:
-            return MatchPlan(link, create, None)
-        return MatchPlan((), (), SKIP_AUTOMATED if self.automated else SKIP_NO_CONTACT)
+    @property
+    def lookup(self) -> tuple[str, ...]:
+        """The addresses whose contacts the decision needs."""
+        return tuple(p.email for p in self.external) if self.skip is None else ()
 
 
-_ROLES: tuple[tuple[str, str], ...] = (
-    ("from", "from_"),
-    ("sender", "sender"),
-    ("reply_to", "reply_to"),
-    ("to", "to"),
-    ("cc", "cc"),
-    ("bcc", "bcc"),
-)
-
-
-def match_message(headers: HeadersLike, rules: MatchRules) -> MatchDecision:
-    """Decide direction, participants and what may be created from a message's headers alone."""
+def read_participants(headers: MessageHeaders, rules: MatchRules) -> Participants:
+    """Direction, participants and what may be created, from a message's headers alone."""
     sender = _first_address(headers.from_) or _first_address(headers.sender)
-    direction: Direction = "out" if sender is not None and rules.is_internal(sender) else "in"
-    automated_reason = headers.automated_reason if headers.is_automated else None
-    if automated_reason is None and sender is not None and _looks_automated(sender):
-        automated_reason = f"sender {sender}"
-    automated = automated_reason is not None or headers.is_automated
+    direction = Direction.OUT if sender is not None and rules.is_internal(sender) else Direction.IN
+    automated = automated_reason(headers)
 
-    found: dict[str, tuple[str, list[str]]] = {}
-    for role, attribute in _ROLES:
-        if role == "bcc" and direction != "out":
-            # an inbound Bcc header only tells who the sender blind-copied: not this conversation's people
-            continue
-        for address in getattr(headers, attribute) or ():
+    bcc = headers.bcc if direction == Direction.OUT else ()
+    bulk = len(headers.to) + len(headers.cc) + len(bcc) > rules.max_recipients or headers.truncated
+    found: dict[str, tuple[str, list[Role]]] = {}
+    considered = 0
+    for role, addresses in (
+        (Role.FROM, headers.from_),
+        (Role.SENDER, headers.sender),
+        (Role.REPLY_TO, headers.reply_to),
+        (Role.TO, headers.to),
+        (Role.CC, headers.cc),
+        # an inbound Bcc header only tells who the sender blind-copied: not this conversation's people
+        (Role.BCC, bcc),
+    ):
+        for address in addresses:
+            if role in _RECIPIENT_ROLES:
+                considered += 1
+                if considered > rules.max_recipients:
+                    break  # bulk mail costs what any other mail costs: the rest is not read
             email = normalize_email(address.email or "")
             if email is None:
                 continue
@@ -207,58 +201,105 @@ def match_message(headers: HeadersLike, rules: MatchRules) -> MatchDecision:
                 roles.append(role)
             if not name:
                 found[email] = (_clean_name(address.name, email), roles)
-    participants = tuple(
+    participants = [
         Participant(email, name, tuple(roles), rules.is_internal(email), rules.is_ignored(email))
         for email, (name, roles) in found.items()
-    )
+    ]
     outside = [p for p in participants if not p.internal]
     external = tuple(p for p in outside if not p.ignored)
 
-    skip_reason: str | None = None
+    skip: SkipReason | None = None
     if not participants:
-        skip_reason = SKIP_NO_PARTICIPANTS
+        skip = SkipReason.NO_PARTICIPANTS
     elif not outside:
-        skip_reason = SKIP_INTERNAL
+        skip = SkipReason.INTERNAL
     elif not external:
-        skip_reason = SKIP_IGNORED
+        skip = SkipReason.IGNORED
 
     creatable: tuple[Participant, ...] = ()
-    if skip_reason is None and not automated:
-        creatable = tuple(p for p in external if _may_create(p, direction, rules.create_contacts))
-    return MatchDecision(
-        direction=direction,
-        sender=sender,
-        participants=participants,
-        external=external,
-        creatable=creatable,
-        automated=automated,
-        automated_reason=automated_reason or ("automated" if automated else None),
-        skip_reason=skip_reason,
+    if skip is None and automated is None and not bulk:
+        creatable = tuple(
+            _with_company_domain(p, rules)
+            for p in external
+            if _may_create(p, direction, rules.create_contacts)
+        )
+    return Participants(direction, sender, external, creatable, automated, bulk, skip)
+
+
+def decide(
+    participants: Participants, known: Collection[str], making: Collection[str] = ()
+) -> Placement | SkipReason:
+    """The final decision against the addresses that are contacts (`known`) and those that earlier messages
+    of the run are to make contacts of (`making`): link those, create the allowed unknown ones, or say why the
+    message is not logged. An address being made is created by this message too where it may be (so the
+    message does not depend on the earlier one going through), and otherwise linked."""
+    p = participants
+    if p.skip is not None:
+        return p.skip
+    creatable = {x.email for x in p.creatable}
+    link = tuple(
+        x.email for x in p.external if x.email in known or (x.email in making and x.email not in creatable)
+    )
+    create = tuple(NewContact(x.email, x.name, x.company_domain) for x in p.creatable if x.email not in known)
+    if link or create:
+        author = p.sender if p.direction == Direction.OUT else None
+        return Placement(p.direction, link, create, author_email=author, bulk=p.bulk)
+    if p.automated is not None:
+        return SkipReason.AUTOMATED
+    return SkipReason.BULK if p.bulk else SkipReason.NO_CONTACT
+
+
+def automated_reason(headers: MessageHeaders) -> str | None:
+    """Why a message was sent by a machine rather than a person, or None."""
+    if headers.list_id:
+        return "List-Id header"
+    if headers.list_unsubscribe:
+        return "List-Unsubscribe header"
+    if headers.precedence in _BULK_PRECEDENCE:
+        return f"Precedence: {headers.precedence}"
+    if headers.auto_submitted and headers.auto_submitted != "no":
+        return f"Auto-Submitted: {headers.auto_submitted}"
+    for label, addresses in (("From", headers.from_), ("Sender", headers.sender)):
+        for address in addresses:
+            if is_automated_sender(address.email):
+                return f"{label} address {address.email}"
+    return None
+
+
+def is_automated_sender(address: str) -> bool:
+    """no-reply@, mailer-daemon@, bounces+123@ and their kind."""
+    token = address.rpartition("@")[0].split("+", 1)[0].lower()
+    return re.sub(r"[-_.]", "", token) in _AUTOMATED_LOCAL_PARTS or bool(
+        _AUTOMATED_LOCAL_PREFIX_RE.match(token)
     )
 
 
-def _may_create(participant: Participant, direction: Direction, policy: str) -> bool:
-    if policy == CREATE_NONE:
+def _may_create(participant: Participant, direction: Direction, policy: CreateContacts) -> bool:
+    if policy == CreateContacts.NONE:
         return False
-    if direction == "out":
+    if direction == Direction.OUT:
         # people the team wrote to
-        return any(role in ("to", "cc", "bcc") for role in participant.roles)
-    if policy == CREATE_SENT_AND_RECEIVED:
-        return "from" in participant.roles or participant.roles == ("sender",)
+        return not _RECIPIENT_ROLES.isdisjoint(participant.roles)
+    if policy == CreateContacts.SENT_AND_RECEIVED:
+        return Role.FROM in participant.roles or participant.roles == (Role.SENDER,)
     return False
 
 
-def _first_address(addresses: Sequence[AddressLike] | None) -> str | None:
-    for address in addresses or ():
+def _with_company_domain(participant: Participant, rules: MatchRules) -> Participant:
+    domain = participant.email.rpartition("@")[2]
+    company = None if rules.is_freemail(domain) else company_domain_of(domain)
+    return Participant(
+        participant.email, participant.name, participant.roles, participant.internal, participant.ignored,
+        company,
+    )  # fmt: skip
+
+
+def _first_address(addresses: Sequence[Address]) -> str | None:
+    for address in addresses:
         email = normalize_email(address.email or "")
         if email is not None:
             return email
     return None
-
-
-def _looks_automated(address: str) -> bool:
-    local = address.partition("@")[0].split("+", 1)[0]
-    return local in _AUTOMATED_LOCAL_PARTS
 
 
 def _clean_name(name: str | None, email: str) -> str:

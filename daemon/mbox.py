@@ -12,35 +12,26 @@ import mailbox as stdlib_mailbox
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from daemon.imap import Fetched
+from daemon.matching import Team
 from daemon.sync import Cursor, Pipeline, SyncResult, utcnow
+from daemon.workers import ParserPool
 from models.schema import FolderSyncState
-from settings import MailboxSettings, Settings
+from settings import MailboxSettings, MatchingSettings
 
 _HEADER_END = (b"\r\n\r\n", b"\n\n")
 
 
 class MboxError(Exception):
     """The file cannot be read as an mbox; the message is one line for the user."""
-
-
-@dataclass(frozen=True)
-class _Header:
-    uid: int
-    header: bytes
-
-
-@dataclass(frozen=True)
-class _Raw:
-    uid: int
-    raw: bytes
 
 
 class MboxSource:
@@ -66,17 +57,25 @@ class MboxSource:
         cached = self._cache.pop(uid, None)
         return cached if cached is not None else self._box.get_bytes(self._keys[uid - 1])
 
-    def fetch_headers(self, uids: Sequence[int]) -> list[_Header]:
+    def fetch_headers(self, uids: Sequence[int], max_bytes: int | None = None) -> list[Fetched]:
         headers = []
         self._cache.clear()
         for uid in uids:
             raw = self._box.get_bytes(self._keys[uid - 1])
             self._cache[uid] = raw  # the body is usually wanted right after, if at all
-            headers.append(_Header(uid, _header_block(raw)))
+            block = _header_block(raw)
+            headers.append(Fetched(uid, block if max_bytes is None else block[: max_bytes + 1], len(raw)))
         return headers
 
-    def fetch_messages(self, uids: Sequence[int]) -> list[_Raw]:
-        return [_Raw(uid, self.raw(uid)) for uid in uids]
+    def still_present(self, uids: Sequence[int]) -> set[int]:
+        return {uid for uid in uids if 1 <= uid <= len(self._keys)}
+
+    def fetch_messages(self, uids: Sequence[int]) -> list[Fetched]:
+        fetched = []
+        for uid in uids:
+            raw = self.raw(uid)
+            fetched.append(Fetched(uid, raw, len(raw)))
+        return fetched
 
 
 def mbox_folder(path: Path) -> tuple[str, int]:
@@ -85,11 +84,12 @@ def mbox_folder(path: Path) -> tuple[str, int]:
 
 
 def import_mbox(
-    settings: Settings,
     mailbox: MailboxSettings,
     sessions: sessionmaker[Session],
     path: Path,
     *,
+    matching: MatchingSettings,
+    team: Team,
     now_fn: Callable[[], datetime] = utcnow,
     progress: Callable[[int, int], None] | None = None,
     stop: threading.Event | None = None,
@@ -101,7 +101,10 @@ def import_mbox(
     started = time.monotonic()
     folder, uidvalidity = mbox_folder(path)
     source = MboxSource(path)
-    pipeline = Pipeline(settings, mailbox, sessions, now_fn=now_fn)
+    parser = ParserPool(matching)
+    pipeline = Pipeline(
+        mailbox, sessions, matching=matching, team=team, parser=parser, now_fn=now_fn, stop=stop
+    )
     try:
         total = len(source)
         if total == 0:
@@ -117,15 +120,17 @@ def import_mbox(
             done = state.last_uid if state is not None and state.uidvalidity == uidvalidity else 0
         if progress is not None:
             progress(done, total)
-        batch_size = settings.matching.batch_size
-        for start in range(done + 1, total + 1, batch_size):
-            batch = list(range(start, min(start + batch_size, total + 1)))
-            pipeline.process_batch(folder, uidvalidity, batch, source, cursor=Cursor(uidvalidity, batch[-1]))
-            if progress is not None:
-                progress(batch[-1], total)
-            if stop is not None and stop.is_set():
-                break
+        batch_size = matching.batch_size
+
+        def batches() -> Iterator[tuple[list[int], Cursor]]:
+            for start in range(done + 1, total + 1, batch_size):
+                batch = list(range(start, min(start + batch_size, total + 1)))
+                yield batch, Cursor(uidvalidity, batch[-1])
+
+        committed = (lambda cursor: progress(cursor.last_uid, total)) if progress is not None else None
+        pipeline.run(folder, uidvalidity, batches(), source, committed=committed)
     finally:
+        parser.close()
         source.close()
     return replace(pipeline.result(), seconds=time.monotonic() - started)
 

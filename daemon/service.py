@@ -1,6 +1,9 @@
 """The long-running daemon: one poll job per mailbox on APScheduler, IDLE watchers, the alert schedule.
 
-Each mailbox's poll is one APScheduler job (max_instances=1, so a mailbox is never synced twice at once);
+Each mailbox's poll is one APScheduler job (max_instances=1, so a mailbox is never synced twice at once)
+that keeps its IMAP connections open between polls (one per folder: see daemon.sync.MailboxConnections), so
+a poll with nothing new costs one STATUS round trip per folder; all mailboxes share one pool of parser
+processes (daemon.workers);
 an IDLE watcher per mailbox only pulls that job's next run forward when the server signals new mail. A
 failing mailbox backs off (its next attempt time is kept in the database by the sync) and never stops the
 others. Stopping is cooperative: a signal sets `stop`, running syncs finish their batch and commit, and
@@ -21,7 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.imap import ImapAuthError, ImapError, ImapSession
-from daemon.sync import SyncResult, mailbox_target, sync_mailbox
+from daemon.matching import Team
+from daemon.sync import MailboxConnections, SyncResult, mailbox_target, sync_mailbox
+from daemon.workers import ParserPool
 from models.schema import MailboxStatus
 from settings import MailboxSettings, Settings
 
@@ -60,6 +65,11 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300},
         )
         self._watchers: list[threading.Thread] = []
+        self.team = Team.of(settings.team, settings.mailboxes)
+        # shared by every mailbox's polls: parser processes start with the first body to parse
+        self.parser = ParserPool(settings.matching)
+        # kept open from poll to poll, one connection per folder; each is used by its mailbox's job only
+        self._connections = {m.name: MailboxConnections(m) for m in settings.mailboxes}
 
     def run(self) -> int:
         if not self.settings.mailboxes:
@@ -90,6 +100,9 @@ class Daemon:
         log.info("stopping: finishing the current batches")
         # wait=True lets running syncs notice `stop` between batches, commit and return
         self.scheduler.shutdown(wait=True)
+        for connections in self._connections.values():
+            connections.close()
+        self.parser.close()
         for watcher in self._watchers:
             watcher.join(timeout=1.0)
         log.info("daemon stopped")
@@ -106,7 +119,10 @@ class Daemon:
         if waiting_until is not None:
             log.debug("%s: backing off until %s", mailbox.name, waiting_until.isoformat())
             return None
-        result = sync_mailbox(self.settings, mailbox, self.sessions, now_fn=self.now_fn, stop=self.stop)
+        result = sync_mailbox(
+            mailbox, self.sessions, matching=self.settings.matching, team=self.team, now_fn=self.now_fn,
+            stop=self.stop, connections=self._connections[mailbox.name], parser=self.parser,
+        )  # fmt: skip
         if result.error:
             log.warning(result.summary())
         else:

@@ -1,27 +1,45 @@
-"""One mailbox's sync: the per-folder state machine that files new mail exactly once.
+"""One mailbox's sync: the per-folder state machine that files new mail exactly once, at a bounded cost per
+message.
 
 `sync_mailbox` runs one pass over a mailbox: per folder one STATUS round trip decides whether there is
-anything to do (a folder with nothing new costs nothing more). New UIDs are handled in batches. Each batch
-gets its headers first (BODY.PEEK[HEADER]) and is decided from them alone, with one bulk lookup of the
-addresses that are contacts and of the messages already logged: most mail (internal, newsletters, unknown
-senders) never has its body fetched. The few messages worth logging are fetched (BODY.PEEK[]), parsed and
-recorded together through models.email_log.record_emails (a fixed number of statements per batch, since on
-PostgreSQL each one is a round trip); a batch's activities, its SeenMessage rows and the folder cursor commit
-in one transaction, so a kill at any instant loses and duplicates nothing. A message that cannot be parsed or
-recorded is quarantined with its raw bytes and retried on later runs; a mailbox that fails (auth, network,
-timeout) records its error and backs off, and the result says so instead of raising.
+anything to do (a folder with nothing new costs nothing more). New UIDs are handled in batches
+(`[matching] batch_size`), each in four steps:
 
-The same batch pipeline backfills mbox files (daemon.mbox). The mailbox is never changed: folders are opened
+1. Headers: `UID FETCH BODY.PEEK[HEADER]<0.N>` with RFC822.SIZE, capped at `max_header_bytes`, read in this
+   process (daemon.parsing.headers).
+2. Decide: daemon.matching judges each message's headers; the batch's outside addresses and Message-IDs are
+   looked up once (chunked lookups, so no statement grows with a message's recipients); each message is then
+   skipped (with its reason), a duplicate of an activity, or to be logged with its `Placement`. Most mail
+   (internal, newsletters, unknown senders) never has its body fetched.
+3. Bodies: the messages to log are fetched (`BODY.PEEK[]`) in groups of bounded size and handed to the
+   parser's worker processes (daemon.workers) as they arrive; a message over `max_message_bytes` by the
+   size the server reports is never fetched: it is logged with its headers only. The next batch is fetched
+   and decided while these are parsed, and contacts an earlier batch makes count as known for later ones.
+4. Record: models.email_log.record_emails files the batch; its activities, SeenMessage rows, quarantined
+   messages and the folder cursor commit in one transaction, so a kill at any instant loses and duplicates
+   nothing.
+
+Every failure of one message ends with that message quarantined with its reason (`QuarantineReason`: parse
+error or timeout, a crashed parser, a database refusal, an empty fetch) and the cursor moving on; quarantined
+messages are retried on later runs. A failure of the server or the database (down, timeout) fails the run
+instead: nothing of the unfinished batch is committed, the mailbox records the error and backs off, and the
+next run starts from the last committed cursor, so no mail is ever skipped. Stop (`stop` set, SIGTERM) is
+honoured within seconds even mid-parse: parses still running after a short grace are abandoned with their
+batch, which the next run does again.
+
+The same pipeline backfills mbox files (daemon.mbox). The mailbox is never changed: folders are opened
 read-only and bodies are fetched with PEEK.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -30,42 +48,40 @@ from sqlalchemy import select
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.imap import ImapAuthError, ImapError, ImapSession, ImapTarget
-from daemon.matching import MatchDecision, MatchRules, build_rules, match_message
-from daemon.parse import (
-    MessageHeaders,
-    ParsedMessage,
-    content_key_for,
-    load_freemail_domains,
-    parse_headers,
-    parse_message,
-)
+from daemon.imap import Fetched, ImapAuthError, ImapError, ImapSession, ImapTarget
+from daemon.matching import MatchRules, Participants, Team, build_rules, decide, read_participants
+from daemon.parsing.content_key import content_key
+from daemon.parsing.headers import parse_headers
+from daemon.parsing.message import assemble
+from daemon.workers import ParseFailure, ParseResult, ParserPool, StopRequested, wait_for
+from models.contacts import contact_ids_by_email
 from models.db import transaction
 from models.email_log import (
-    OUTCOME_DUPLICATE,
-    OUTCOME_SKIPPED,
-    ContactCandidate,
-    EmailAttachmentData,
-    EmailData,
-    EmailPlacement,
-    EmailToRecord,
-    MessageRef,
     PendingQuarantine,
     RecordOutcome,
     SeenRow,
     activity_ids_by_content_key,
     add_sightings,
-    known_contact_emails,
     mark_seen,
     pending_quarantine,
     quarantine_message,
     quarantined_raw,
-    record_email,
     record_emails,
     resolve_quarantine,
 )
+from models.messages import (
+    Email,
+    EmailToRecord,
+    MessageBody,
+    MessageHeaders,
+    MessageRef,
+    Outcome,
+    Placement,
+    QuarantineReason,
+    SkipReason,
+)
 from models.schema import FolderSyncState, MailboxStatus, User
-from settings import MailboxSettings, Settings
+from settings import MailboxSettings, MatchingSettings
 
 log = logging.getLogger("threadline.sync")
 
@@ -75,6 +91,12 @@ BACKOFF_BASE_SECONDS = 30.0
 BACKOFF_CAP_SECONDS = 30 * 60.0
 AUTH_BACKOFF_BASE_SECONDS = 5 * 60.0
 AUTH_BACKOFF_CAP_SECONDS = 6 * 3600.0
+# Raw bytes fetched per UID FETCH of bodies, and held while their parses are in flight: memory stays bounded
+# whatever the messages' sizes.
+FETCH_GROUP_BYTES = 8 * 1024 * 1024
+IN_FLIGHT_BYTES = 24 * 1024 * 1024
+# After a stop request, parses already running get this long to finish before their batch is abandoned.
+STOP_GRACE_SECONDS = 4.0
 
 
 def utcnow() -> datetime:
@@ -101,6 +123,7 @@ class SyncResult:
     retried: int = 0  # quarantined messages that went through on this run
     auth_failed: bool = False
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -127,28 +150,14 @@ class SyncResult:
         return f"{line}; error: {self.error}" if self.error else line
 
 
-class HeaderLike(Protocol):
-    @property
-    def uid(self) -> int: ...
-
-    @property
-    def header(self) -> bytes: ...
-
-
-class RawLike(Protocol):
-    @property
-    def uid(self) -> int: ...
-
-    @property
-    def raw(self) -> bytes: ...
-
-
 class MessageSource(Protocol):
-    """Where a batch's messages come from: an IMAP folder (ImapSession) or an mbox file."""
+    """Where a folder's messages come from: an IMAP folder (ImapSession) or an mbox file (daemon.mbox)."""
 
-    def fetch_headers(self, uids: Sequence[int]) -> Sequence[HeaderLike]: ...
+    def fetch_headers(self, uids: Sequence[int], max_bytes: int | None = None) -> Sequence[Fetched]: ...
 
-    def fetch_messages(self, uids: Sequence[int]) -> Sequence[RawLike]: ...
+    def fetch_messages(self, uids: Sequence[int]) -> Sequence[Fetched]: ...
+
+    def still_present(self, uids: Sequence[int]) -> set[int]: ...
 
 
 def next_backoff(failures: int, *, auth: bool, rng: random.Random | None = None) -> float:
@@ -175,45 +184,82 @@ def mailbox_target(mailbox: MailboxSettings) -> ImapTarget:
     )
 
 
-def load_rules(session: Session, settings: Settings) -> MatchRules:
-    """The matching rules: team domains, every mailbox's and user's address are internal."""
-    internal: list[str] = [u for u in session.scalars(select(User.email))]
-    for mailbox in settings.mailboxes:
-        internal.extend(a for a in (mailbox.address, mailbox.owner, mailbox.username) if a and "@" in a)
-    return build_rules(
-        team_domains=settings.team.domains,
-        internal_addresses=internal,
-        create_contacts=settings.matching.create_contacts,
-        ignore=settings.matching.ignore,
-        freemail=load_freemail_domains(settings.matching.freemail_domains),
-    )
+class MailboxConnections:
+    """The IMAP connections of one mailbox, one per folder, kept open from poll to poll by the daemon.
+
+    Servers such as Dovecot answer STATUS for the folder a connection last looked at in ~2 ms, but take 20-50
+    ms when one connection alternates between big folders, so each folder keeps its own connection. A
+    connection that fails is dropped (ImapSession does that) and opened again on next use.
+    """
+
+    def __init__(
+        self, mailbox: MailboxSettings, factory: Callable[[ImapTarget], ImapSession] = ImapSession
+    ) -> None:
+        self.mailbox = mailbox
+        self.factory = factory
+        self._sessions: dict[str, ImapSession] = {}
+        self._folders: list[str] | None = None
+
+    def for_folder(self, folder: str) -> ImapSession:
+        session = self._sessions.get(folder)
+        if session is None:
+            session = self._sessions[folder] = self.factory(mailbox_target(self.mailbox))
+        session.connect()
+        return session
+
+    def folders(self) -> list[str]:
+        """The configured folders, else INBOX plus the folder the server marks \\Sent (looked up once)."""
+        if self.mailbox.folders:
+            return list(self.mailbox.folders)
+        if self._folders is None:
+            sent = self.for_folder("INBOX").sent_folder()
+            self._folders = ["INBOX"] if sent is None or sent.upper() == "INBOX" else ["INBOX", sent]
+        return list(self._folders)
+
+    def forget_folders(self) -> None:
+        """The folder list may have changed (a folder failed): look it up again next time."""
+        self._folders = None
+
+    def close(self) -> None:
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
 
 
 # ---- one mailbox ----------------------------------------------------------------------------------------
 
 
 def sync_mailbox(
-    settings: Settings,
     mailbox: MailboxSettings,
     sessions: sessionmaker[Session],
     *,
+    matching: MatchingSettings,
+    team: Team,
     now_fn: Callable[[], datetime] = utcnow,
     stop: threading.Event | None = None,
     folders: Sequence[str] | None = None,
-    imap: ImapSession | None = None,
+    connections: MailboxConnections | None = None,
     imap_factory: Callable[[ImapTarget], ImapSession] = ImapSession,
+    parser: ParserPool | None = None,
     rng: random.Random | None = None,
 ) -> SyncResult:
     """One pass over a mailbox: every folder's new mail, then due quarantine retries.
 
     Never raises for IMAP, parsing or database trouble: the result's `error` says what went wrong, and the
-    mailbox's MailboxStatus records it with the time of the next attempt (backoff). Pass `imap` to reuse a
-    connection across polls (it is connected if needed and left open; a dropped one reconnects next time);
-    otherwise one is opened with `imap_factory` and closed at the end.
+    mailbox's MailboxStatus records it with the time of the next attempt (backoff). Pass `connections` to keep
+    IMAP connections open across polls (left open; a dropped one reconnects next time) and `parser` to share
+    one pool of parser processes across calls; otherwise both are made here and closed at the end (the
+    parser processes start only when a body is to be parsed).
     """
     started = time.monotonic()
     attempt_at = now_fn()
-    pipeline = Pipeline(settings, mailbox, sessions, now_fn=now_fn)
+    own_parser = parser is None
+    pool = parser if parser is not None else ParserPool(matching)
+    own_connections = connections is None
+    imap = connections if connections is not None else MailboxConnections(mailbox, imap_factory)
+    pipeline = Pipeline(
+        mailbox, sessions, matching=matching, team=team, parser=pool, now_fn=now_fn, stop=stop
+    )
     errors: list[str] = []
     auth_failed = False
     previous: MailboxStatus | None = None
@@ -228,24 +274,20 @@ def sync_mailbox(
             }
             previous = session.scalar(select(MailboxStatus).where(MailboxStatus.mailbox == mailbox.name))
             due = pending_quarantine(session, mailbox.name, now=attempt_at)
-        connection = imap if imap is not None else imap_factory(mailbox_target(mailbox))
-        try:
-            connection.connect()
-            for folder in folders or mailbox.folders or default_folders(connection, mailbox):
-                if stop is not None and stop.is_set():
-                    break
-                try:
-                    sync_folder(pipeline, connection, folder, stop=stop, known=states.get(folder))
-                except ImapError as exc:
-                    _SENT_FOLDERS.pop(_connection_key(mailbox), None)  # the folder list may have changed
-                    message = _scrub(str(exc), mailbox)
-                    errors.append(f"folder {folder!r}: {message}")
-                    _record_folder_error(pipeline, folder, message)
-        finally:
-            if imap is None:
-                connection.close()
-        if due and not (stop is not None and stop.is_set()):
-            pipeline.retry_quarantine(due)
+        for folder in folders or imap.folders():
+            if pipeline.stopping:
+                break
+            try:
+                sync_folder(pipeline, imap.for_folder(folder), folder, known=states.get(folder))
+            except ImapAuthError:
+                raise
+            except ImapError as exc:
+                imap.forget_folders()
+                message = _scrub(str(exc), mailbox)
+                errors.append(f"folder {folder!r}: {message}")
+                _record_folder_error(pipeline, folder, message)
+        if due and not pipeline.stopping:
+            pipeline.retry_quarantine(due, imap)
     except ImapAuthError as exc:
         auth_failed = True
         errors.append(_scrub(str(exc), mailbox))
@@ -254,6 +296,16 @@ def sync_mailbox(
     except SQLAlchemyError as exc:
         errors.append(f"database error: {_first_line(exc)}")
         log.exception("%s: database error during sync", mailbox.name)
+    except StopRequested:
+        log.info("%s: stopped; the unfinished batch is done again on the next run", mailbox.name)
+    except Exception as exc:  # the parser pool or a bug: the run fails and is retried, no mail is skipped
+        errors.append(f"{type(exc).__name__}: {exc}")
+        log.exception("%s: sync failed", mailbox.name)
+    finally:
+        if own_connections:
+            imap.close()
+        if own_parser:
+            pool.close()
     error = "; ".join(errors) if errors else None
     result = pipeline.result()
     now = now_fn()
@@ -268,27 +320,8 @@ def sync_mailbox(
     return replace(result, seconds=time.monotonic() - started, error=error, auth_failed=auth_failed)
 
 
-# The folder list of a mailbox (INBOX + its Sent folder) costs a LIST round trip; it rarely changes, so it is
-# remembered per server account for the life of the process and forgotten when a folder fails.
-_SENT_FOLDERS: dict[tuple[str, str, int, str], list[str]] = {}
 # A healthy mailbox's status row is rewritten at most this often when polls find nothing new.
 _STATUS_REFRESH = timedelta(seconds=60)
-
-
-def default_folders(imap: ImapSession, mailbox: MailboxSettings | None = None) -> list[str]:
-    """INBOX plus the folder the server marks \\Sent (or names like one)."""
-    key = _connection_key(mailbox) if mailbox is not None else None
-    if key is not None and key in _SENT_FOLDERS:
-        return _SENT_FOLDERS[key]
-    sent = imap.sent_folder()
-    found = ["INBOX"] if sent is None or sent.upper() == "INBOX" else ["INBOX", sent]
-    if key is not None:
-        _SENT_FOLDERS[key] = found
-    return found
-
-
-def _connection_key(mailbox: MailboxSettings) -> tuple[str, str, int, str]:
-    return (mailbox.name, mailbox.host, mailbox.port, mailbox.username)
 
 
 def _recently_healthy(status: MailboxStatus | None, now: datetime) -> bool:
@@ -302,12 +335,7 @@ def _recently_healthy(status: MailboxStatus | None, now: datetime) -> bool:
 
 
 def sync_folder(
-    pipeline: Pipeline,
-    imap: ImapSession,
-    folder: str,
-    *,
-    stop: threading.Event | None,
-    known: tuple[int | None, int] | None = None,
+    pipeline: Pipeline, imap: ImapSession, folder: str, *, known: tuple[int | None, int] | None = None
 ) -> None:
     """New mail of one folder, batch by batch; nothing but one STATUS when nothing is new.
 
@@ -328,19 +356,17 @@ def sync_folder(
         )  # fmt: skip
         last_uid = 0
     uids = imap.search_uids_from(last_uid + 1)
-    batch_size = pipeline.settings.matching.batch_size
-    for start in range(0, len(uids), batch_size):
-        batch = uids[start : start + batch_size]
-        done = start + batch_size >= len(uids)
-        # once every found UID is handled, everything below UIDNEXT is too (expunged mail included)
-        cursor = max(batch[-1], selected.uidnext - 1) if done else batch[-1]
-        pipeline.process_batch(
-            folder, uidvalidity, batch, imap,
-            cursor=Cursor(uidvalidity, cursor, selected.uidnext, selected.highestmodseq),
-        )  # fmt: skip
-        if stop is not None and stop.is_set() and not done:
-            log.info("%s/%s: stopping after a committed batch", name, folder)
-            return
+
+    def batches() -> Iterator[tuple[list[int], Cursor]]:
+        size = pipeline.matching.batch_size
+        for start in range(0, len(uids), size):
+            batch = uids[start : start + size]
+            done = start + size >= len(uids)
+            # once every found UID is handled, everything below UIDNEXT is too (expunged mail included)
+            last = max(batch[-1], selected.uidnext - 1) if done else batch[-1]
+            yield batch, Cursor(uidvalidity, last, selected.uidnext, selected.highestmodseq)
+
+    pipeline.run(folder, uidvalidity, batches(), imap)
     if not uids:
         final = Cursor(uidvalidity, selected.uidnext - 1, selected.uidnext, selected.highestmodseq)
         with transaction(pipeline.sessions) as session:
@@ -358,17 +384,49 @@ class Cursor:
     highestmodseq: int | None = None
 
 
+class Action(enum.Enum):
+    """What the sync does with one message of a batch."""
+
+    SKIP = "skip"
+    DUPLICATE = "duplicate"
+    LOG = "log"
+    QUARANTINE = "quarantine"
+    GONE = "gone"  # expunged between SEARCH and FETCH: nothing to account for
+
+
 @dataclass
-class _Item:
+class _Message:
+    """The sync's working record of one message while its batch is decided, fetched, parsed and recorded.
+
+    Mutable on purpose: each step fills in what it learns. It never leaves this module; what it hands on is
+    the vocabulary of models.messages (an `EmailToRecord`, a quarantine reason).
+    """
+
     uid: int
+    size: int = 0
+    header: bytes = b""
     headers: MessageHeaders | None = None
-    decision: MatchDecision | None = None
-    content_key: str | None = None  # known from headers when there is a Message-ID
-    action: str = "skip"  # skip | duplicate | log | quarantine | gone
-    reason: str | None = None
-    activity_id: int | None = None
-    raw: bytes | None = None
-    parsed: ParsedMessage | None = None
+    participants: Participants | None = None
+    action: Action = Action.GONE
+    skip: SkipReason | None = None
+    placement: Placement | None = None
+    content_key: str | None = None  # known from the headers when there is a Message-ID
+    activity_id: int | None = None  # the activity a duplicate is a copy of
+    reason: str | None = None  # why it is quarantined
+    raw: bytes | None = None  # kept until its parse succeeded, for the quarantine
+    parse: Future[ParseResult] | None = None
+    body: MessageBody | None = None
+
+
+@dataclass
+class _Batch:
+    folder: str
+    uidvalidity: int
+    cursor: Cursor
+    messages: list[_Message]
+    contacts: dict[str, tuple[int, int | None]]  # the batch's one lookup of the addresses it links
+    checked_keys: set[str]  # content keys looked up and found not logged
+    making: set[str] = field(default_factory=set)  # addresses its placements create
 
 
 @dataclass
@@ -381,11 +439,17 @@ class _Counts:
     duplicates: int = 0
     retried: int = 0
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str | None) -> None:
         self.skipped += 1
         key = reason or "skipped"
         self.skip_reasons[key] = self.skip_reasons.get(key, 0) + 1
+
+    def quarantine(self, reason: str) -> None:
+        self.quarantined += 1
+        key = reason.split(":", 1)[0]
+        self.quarantine_reasons[key] = self.quarantine_reasons.get(key, 0) + 1
 
 
 class Pipeline:
@@ -393,260 +457,335 @@ class Pipeline:
 
     def __init__(
         self,
-        settings: Settings,
         mailbox: MailboxSettings,
         sessions: sessionmaker[Session],
         *,
+        matching: MatchingSettings,
+        team: Team,
+        parser: ParserPool,
         now_fn: Callable[[], datetime] = utcnow,
+        stop: threading.Event | None = None,
     ) -> None:
-        self.settings = settings
         self.mailbox = mailbox
         self.sessions = sessions
+        self.matching = matching
+        self.team = team
+        self.parser = parser
         self.now_fn = now_fn
+        self.stop = stop
         self.counts = _Counts()
         self._rules: MatchRules | None = None
+        # contacts made by this run's committed batches, and addresses earlier uncommitted batches will make:
+        # later batches link them without looking them up again
+        self._made: dict[str, tuple[int, int | None]] = {}
+        self._making: set[str] = set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def result(self) -> SyncResult:
         c = self.counts
         return SyncResult(
             mailbox=self.mailbox.name, new=c.new, logged=c.logged, contacts_created=c.contacts_created,
             skipped=c.skipped, quarantined=c.quarantined, duplicates=c.duplicates, retried=c.retried,
-            skip_reasons=dict(c.skip_reasons),
+            skip_reasons=dict(c.skip_reasons), quarantine_reasons=dict(c.quarantine_reasons),
         )  # fmt: skip
 
     def rules(self) -> MatchRules:
         # built on the first batch only: a poll with nothing new never reads the users table
         if self._rules is None:
             with self.sessions() as session:
-                self._rules = load_rules(session, self.settings)
+                users = list(session.scalars(select(User.email)))
+            self._rules = build_rules(self.matching, self.team, users)
         return self._rules
+
+    def run(
+        self,
+        folder: str,
+        uidvalidity: int,
+        batches: Iterator[tuple[list[int], Cursor]],
+        source: MessageSource,
+        *,
+        committed: Callable[[Cursor], None] | None = None,
+    ) -> None:
+        """Process a folder's batches in order; batch k+1 is fetched and decided while batch k is parsed.
+        `committed` is called with each batch's cursor once the batch is committed."""
+        pending: _Batch | None = None
+        for uids, cursor in batches:
+            if self.stopping:
+                break
+            try:
+                batch = self.prepare(folder, uidvalidity, uids, source, cursor)
+            except Exception:
+                # the server went away while fetching the next batch: the one already fetched still commits
+                if pending is not None:
+                    self._commit_before_failing(pending, committed)
+                raise
+            if pending is not None:
+                self.commit(pending)
+                if committed is not None:
+                    committed(pending.cursor)
+            pending = batch
+        if pending is not None:
+            self.commit(pending)
+            if committed is not None:
+                committed(pending.cursor)
+        if self.stopping:
+            log.info("%s/%s: stopping after a committed batch", self.mailbox.name, folder)
+
+    def _commit_before_failing(self, batch: _Batch, committed: Callable[[Cursor], None] | None) -> None:
+        try:
+            self.commit(batch)
+        except Exception:
+            log.warning("%s/%s: the fetched batch could not be committed either", self.mailbox.name,
+                        batch.folder, exc_info=True)  # fmt: skip
+            return
+        if committed is not None:
+            committed(batch.cursor)
 
     def process_batch(
         self, folder: str, uidvalidity: int, uids: Sequence[int], source: MessageSource, *, cursor: Cursor
     ) -> None:
-        """Decide from headers, fetch and parse what will be logged, then commit it all with the cursor."""
-        items = {uid: _Item(uid) for uid in uids}
-        for fetched in source.fetch_headers(uids):
-            item = items.get(fetched.uid)
-            if item is None:
-                continue
-            try:
-                item.headers = parse_headers(fetched.header)
-            except Exception as exc:  # parse_headers promises not to raise; the full parse will tell
-                log.debug("uid %s: unreadable headers: %s", fetched.uid, exc)
-                item.action = "log"
-        for item in items.values():
-            if item.headers is None and item.action != "log":
-                item.action = "gone"  # expunged between SEARCH and FETCH
-        self._decide(items.values())
+        """One batch on its own: decide, fetch, parse and commit it."""
+        self.commit(self.prepare(folder, uidvalidity, uids, source, cursor))
 
-        wanted = [item.uid for item in items.values() if item.action == "log"]
-        if wanted:
-            for fetched_message in source.fetch_messages(wanted):
-                if fetched_message.uid in items:
-                    items[fetched_message.uid].raw = fetched_message.raw
-        matching = self.settings.matching
-        for item in items.values():
-            if item.action != "log":
-                continue
-            if item.raw is None:
-                item.action = "gone"
-                continue
-            try:
-                item.parsed = parse_message(
-                    item.raw,
-                    max_attachment_bytes=matching.max_attachment_bytes,
-                    max_message_bytes=matching.max_message_bytes,
-                )
-            except Exception as exc:
-                item.action, item.reason = "quarantine", f"cannot parse: {_describe(exc)}"
-                continue
-            if item.headers is None or item.decision is None:
-                item.headers = item.parsed.headers
-                item.decision = match_message(item.headers, self.rules())
+    # -- steps 1-3 --------------------------------------------------------------------------------------
 
-        logged = self._commit(folder, uidvalidity, list(items.values()), cursor)
-        self.counts.new += sum(1 for item in items.values() if item.action != "gone")
-        log.debug("%s/%s: batch of %d up to uid %d, %d logged", self.mailbox.name, folder, len(uids),
-                  cursor.last_uid, logged)  # fmt: skip
+    def prepare(
+        self, folder: str, uidvalidity: int, uids: Sequence[int], source: MessageSource, cursor: Cursor
+    ) -> _Batch:
+        """Fetch the headers, decide, fetch the bodies to log and hand them to the parser."""
+        limits = self.matching
+        messages = {uid: _Message(uid) for uid in uids}
+        for fetched in source.fetch_headers(uids, limits.max_header_bytes):
+            message = messages.get(fetched.uid)
+            if message is None:
+                continue
+            message.size, message.header = fetched.size, fetched.data
+            if not fetched.data.strip():
+                message.action = Action.QUARANTINE
+                message.reason = QuarantineReason.EMPTY_FETCH.because("the server returned no header")
+                continue
+            message.headers = parse_headers(fetched.data, limits.max_header_bytes)
+            message.action = Action.SKIP
+        batch = _Batch(folder, uidvalidity, cursor, list(messages.values()), {}, set())
+        self._decide(batch)
 
-    def _decide(self, items: Iterable[_Item]) -> None:
+        to_fetch: list[_Message] = []
+        for message in batch.messages:
+            if message.action != Action.LOG:
+                continue
+            if message.size > limits.max_message_bytes:
+                message.body = MessageBody.headers_only()  # judged by the size the server reports
+            else:
+                to_fetch.append(message)
+        for group in _groups_by_size(to_fetch, FETCH_GROUP_BYTES):
+            self._throttle(batch)
+            by_uid = {m.uid: m for m in group}
+            empty: list[_Message] = []
+            for fetched in source.fetch_messages([m.uid for m in group]):
+                message = by_uid.pop(fetched.uid, None)
+                if message is None:
+                    continue
+                if not fetched.data:
+                    empty.append(message)
+                    continue
+                message.raw = fetched.data
+                message.parse = self.parser.submit(fetched.data)
+            for message in by_uid.values():
+                message.action = Action.GONE  # expunged between the header and the body fetch
+            if empty:
+                # deleted by another client meanwhile, or listed by a server that cannot deliver it
+                present = source.still_present([m.uid for m in empty])
+                for message in empty:
+                    if message.uid in present:
+                        message.action, message.raw = Action.QUARANTINE, message.header
+                        message.reason = QuarantineReason.EMPTY_FETCH.because(
+                            "the server listed the message but returned no content for it"
+                        )
+                    else:
+                        message.action = Action.GONE
+        return batch
+
+    def _decide(self, batch: _Batch) -> None:
         """Header-only decisions for a batch, with one lookup of known contacts and logged messages."""
         rules = self.rules()
-        pending = [item for item in items if item.headers is not None and item.action != "log"]
-        for item in pending:
-            assert item.headers is not None
-            item.decision = match_message(item.headers, rules)
-            if item.headers.message_id:
-                item.content_key = content_key_for(item.headers)
-        emails = {p.email for item in pending if item.decision for p in item.decision.external}
-        keys = [item.content_key for item in pending if item.content_key]
+        readable = [m for m in batch.messages if m.headers is not None and m.action == Action.SKIP]
+        for message in readable:
+            assert message.headers is not None
+            message.participants = read_participants(message.headers, rules)
+            if message.headers.message_id:
+                message.content_key = content_key(message.headers)
+        wanted = {a for m in readable if m.participants for a in m.participants.lookup}
+        keys = {m.content_key for m in readable if m.content_key}
         with self.sessions() as session:
-            known = known_contact_emails(session, emails)
+            batch.contacts = contact_ids_by_email(session, wanted - self._made.keys() - self._making)
             logged = activity_ids_by_content_key(session, keys)
-        for item in pending:
-            assert item.decision is not None
-            if item.content_key is not None and item.content_key in logged:
-                item.action, item.activity_id = "duplicate", logged[item.content_key]
+        batch.checked_keys = keys - logged.keys()
+        known = batch.contacts.keys() | self._made.keys()
+        for message in readable:
+            assert message.participants is not None
+            if message.content_key is not None and message.content_key in logged:
+                message.action, message.activity_id = Action.DUPLICATE, logged[message.content_key]
                 continue
-            plan = item.decision.plan(known)
-            if plan.logs:
-                item.action = "log"
-                # later messages of the batch will find these contacts already made
-                known.update(p.email for p in plan.create)
+            verdict = decide(message.participants, known, self._making)
+            if isinstance(verdict, Placement):
+                message.action, message.placement = Action.LOG, verdict
+                # later messages of this batch, and later batches, link these contacts (or make them too)
+                batch.making.update(c.email for c in verdict.create)
+                self._making.update(batch.making)
             else:
-                item.action, item.reason = "skip", plan.skip_reason
+                message.action, message.skip = Action.SKIP, verdict
 
-    def _commit(self, folder: str, uidvalidity: int, items: list[_Item], cursor: Cursor) -> int:
-        """Write a batch in one transaction: SeenMessage rows, sightings, activities and the folder cursor.
+    def _throttle(self, batch: _Batch) -> None:
+        """Wait while the raw bytes of parses in flight exceed IN_FLIGHT_BYTES (memory stays bounded)."""
+        while True:
+            in_flight = [m for m in batch.messages if m.parse is not None and not m.parse.done()]
+            if sum(len(m.raw or b"") for m in in_flight) <= IN_FLIGHT_BYTES:
+                return
+            wait_for(
+                [m.parse for m in in_flight[:1] if m.parse is not None], self.stop, grace=STOP_GRACE_SECONDS
+            )
+
+    # -- step 4 ---------------------------------------------------------------------------------------------
+
+    def commit(self, batch: _Batch) -> None:
+        """Collect the batch's parses and write it in one transaction with the folder cursor."""
+        parsing = [m for m in batch.messages if m.parse is not None]
+        results = wait_for(
+            [m.parse for m in parsing if m.parse is not None], self.stop, grace=STOP_GRACE_SECONDS
+        )
+        for message, result in zip(parsing, results, strict=True):
+            message.parse = None
+            if isinstance(result, ParseFailure):
+                message.action, message.reason = Action.QUARANTINE, result.reason
+            else:
+                message.body, message.raw = result, None
+        logged = self._write(batch)
+        self.counts.new += sum(1 for m in batch.messages if m.action != Action.GONE)
+        log.debug("%s/%s: batch of %d up to uid %d, %d logged", self.mailbox.name, batch.folder,
+                  len(batch.messages), batch.cursor.last_uid, logged)  # fmt: skip
+
+    def _write(self, batch: _Batch) -> int:
+        """Write a batch in one transaction: SeenMessage rows, sightings, activities, quarantine and cursor.
 
         The messages to log are recorded together (a fixed number of statements per batch) inside one
         savepoint; if the database refuses one of them, that savepoint is rolled back and they are recorded
         one at a time, each in its own savepoint, so that only the failing message goes to quarantine."""
         now = self.now_fn()
-        name = self.mailbox.name
+        ref = self._refs(batch)
         with transaction(self.sessions) as session:
-            users = _users(session)
+            users = {user.email: user for user in session.scalars(select(User))}
             owner = users.get(self.mailbox.owner or "")
-            skipped = [i for i in items if i.action == "skip"]
-            duplicates = [i for i in items if i.action == "duplicate"]
-            add_sightings(
-                session,
-                [(i.activity_id, MessageRef(name, folder, uidvalidity, i.uid)) for i in duplicates
-                 if i.activity_id is not None],
-                now=now,
-            )  # fmt: skip
+            skipped = [m for m in batch.messages if m.action == Action.SKIP]
+            duplicates = [m for m in batch.messages if m.action == Action.DUPLICATE]
+            add_sightings(session, [(m.activity_id, ref(m)) for m in duplicates if m.activity_id], now=now)
             mark_seen(
                 session,
-                [SeenRow(MessageRef(name, folder, uidvalidity, i.uid), OUTCOME_SKIPPED, i.content_key)
-                 for i in skipped]
-                + [SeenRow(MessageRef(name, folder, uidvalidity, i.uid), OUTCOME_DUPLICATE, i.content_key,
-                           i.activity_id) for i in duplicates],
+                [SeenRow(ref(m), Outcome.SKIPPED, m.content_key) for m in skipped]
+                + [SeenRow(ref(m), Outcome.DUPLICATE, m.content_key, m.activity_id) for m in duplicates],
                 now=now,
-            )  # fmt: skip
-            for item in skipped:
-                self.counts.skip(item.reason)
+            )
+            for message in skipped:
+                self.counts.skip(message.skip)
             self.counts.duplicates += len(duplicates)
             self.counts.logged += len(duplicates)
-            to_log = [i for i in items if i.action == "log"]
-            refs = [MessageRef(name, folder, uidvalidity, i.uid) for i in to_log]
-            outcomes = self._record_batch(session, to_log, refs, owner, now, users)
-            logged = sum(self._count(outcome) for outcome in outcomes if outcome is not None)
-            for item in items:
-                if item.action == "quarantine":
-                    self._quarantine(session, item, MessageRef(name, folder, uidvalidity, item.uid), now)
-            self.save_cursor(session, folder, cursor, seen=sum(1 for i in items if i.action != "gone"),
-                             logged=logged)  # fmt: skip
+            to_log = [m for m in batch.messages if m.action == Action.LOG]
+            contacts = {**batch.contacts, **self._made}
+            outcomes = self._record(session, to_log, ref, owner, users, contacts, batch.checked_keys, now)
+            logged = 0
+            for message, outcome in zip(to_log, outcomes, strict=True):
+                if outcome is not None:
+                    logged += self._count(message, outcome)
+            for message in batch.messages:
+                if message.action == Action.QUARANTINE:
+                    self._quarantine(session, message, ref(message), now)
+            seen = sum(1 for m in batch.messages if m.action != Action.GONE)
+            self.save_cursor(session, batch.folder, batch.cursor, seen=seen, logged=logged)
+        self._making.difference_update(batch.making)
         return logged
 
-    def _record_batch(
+    def _refs(self, batch: _Batch) -> Callable[[_Message], MessageRef]:
+        name = self.mailbox.name
+        return lambda m: MessageRef(name, batch.folder, batch.uidvalidity, m.uid)
+
+    def _record(
         self,
         session: Session,
-        items: Sequence[_Item],
-        refs: Sequence[MessageRef],
+        messages: Sequence[_Message],
+        ref: Callable[[_Message], MessageRef],
         owner: User | None,
-        now: datetime,
         users: dict[str, User],
+        contacts: dict[str, tuple[int, int | None]],
+        checked_keys: set[str],
+        now: datetime,
     ) -> list[RecordOutcome | None]:
-        """Record parsed messages together; None for a message that failed and is marked for quarantine."""
-        if not items:
+        """Record messages together; None for a message that failed and is marked for quarantine."""
+        if not messages:
             return []
-        batch = []
-        for item, ref in zip(items, refs, strict=True):
-            assert item.parsed is not None and item.decision is not None
-            batch.append(EmailToRecord(email_data(item.parsed), self.placement(item.decision), ref))
-        # the batch's header-time lookup already checked these content keys (messages with a Message-ID)
-        checked = all(i.content_key is not None and i.content_key == i.parsed.content_key for i in items
-                      if i.parsed is not None)  # fmt: skip
+        batch = [EmailToRecord(self._email(m), m.placement, ref(m)) for m in messages if m.placement]
         try:
             with session.begin_nested():
-                return list(
-                    record_emails(
-                        session, batch, now=now, owner=owner, users=users, check_existing=not checked
-                    )
+                recorded = record_emails(
+                    session,
+                    batch,
+                    now=now,
+                    owner=owner,
+                    contacts=contacts,
+                    users=users,
+                    checked_keys=checked_keys,
                 )
+            self._made.update(recorded.contacts)
+            return list(recorded.outcomes)
         except Exception as exc:
             if isinstance(exc, SQLAlchemyError) and not isinstance(exc, IntegrityError | DataError):
                 raise  # the database itself is in trouble: fail the batch, the mailbox backs off
             log.info(
                 "%s: a batch of %d messages failed to record (%s); recording them one by one",
-                self.mailbox.name, len(items), _describe(exc),
+                self.mailbox.name, len(messages), _describe(exc),
             )  # fmt: skip
-        return [
-            self._record_outcome(session, item, ref, owner, now, users)
-            for item, ref in zip(items, refs, strict=True)
-        ]
+        outcomes: list[RecordOutcome | None] = []
+        for message, item in zip(messages, batch, strict=True):
+            try:
+                with session.begin_nested():
+                    one = record_emails(session, [item], now=now, owner=owner, contacts=contacts, users=users)
+                self._made.update(one.contacts)
+                contacts.update(one.contacts)
+                outcomes.append(one.outcomes[0])
+            except Exception as exc:
+                if isinstance(exc, SQLAlchemyError) and not isinstance(exc, IntegrityError | DataError):
+                    raise
+                log.debug("cannot record %s uid %d", self.mailbox.name, message.uid, exc_info=True)
+                message.action = Action.QUARANTINE
+                message.reason = QuarantineReason.RECORD_ERROR.because(_describe(exc))
+                outcomes.append(None)
+        return outcomes
 
-    def _count(self, outcome: RecordOutcome) -> int:
+    @staticmethod
+    def _email(message: _Message) -> Email:
+        assert message.headers is not None
+        return assemble(message.headers, message.body or MessageBody.headers_only())
+
+    def _count(self, message: _Message, outcome: RecordOutcome) -> int:
         """Count one recorded message; 1 when it became a new activity."""
         self.counts.contacts_created += outcome.contacts_created
-        if outcome.outcome == OUTCOME_SKIPPED:
-            self.counts.skip(outcome.reason)
+        if outcome.outcome == Outcome.QUARANTINED:
+            message.action, message.reason = Action.QUARANTINE, outcome.reason or "unknown"
             return 0
         self.counts.logged += 1
-        if outcome.outcome == OUTCOME_DUPLICATE:
+        if outcome.outcome == Outcome.DUPLICATE:
             self.counts.duplicates += 1
             return 0
         return 1
 
-    def _record_outcome(
-        self,
-        session: Session,
-        item: _Item,
-        ref: MessageRef,
-        owner: User | None,
-        now: datetime,
-        users: dict[str, User] | None = None,
-    ) -> RecordOutcome | None:
-        """Record one parsed message in a savepoint; a failure due to the message marks it for quarantine."""
-        assert item.parsed is not None and item.decision is not None
-        try:
-            with session.begin_nested():
-                return record_email(
-                    session,
-                    email_data(item.parsed),
-                    self.placement(item.decision),
-                    ref=ref,
-                    now=now,
-                    owner=owner,
-                    users=users,
-                )
-        except Exception as exc:
-            if isinstance(exc, SQLAlchemyError) and not isinstance(exc, IntegrityError | DataError):
-                raise  # the database itself is in trouble: fail the batch, the mailbox backs off
-            log.debug("cannot record %s/%s uid %d", ref.mailbox, ref.folder, ref.uid, exc_info=True)
-            item.action, item.reason = "quarantine", f"cannot record: {_describe(exc)}"
-            return None
-
-    def _quarantine(self, session: Session, item: _Item, ref: MessageRef, now: datetime) -> None:
-        log.warning("%s/%s uid %d quarantined: %s", ref.mailbox, ref.folder, ref.uid, item.reason)
-        message_id = item.headers.message_id if item.headers else None
-        quarantine_message(
-            session, ref, raw=item.raw or b"", reason=item.reason or "unknown", message_id=message_id, now=now
-        )
-        self.counts.quarantined += 1
-
-    def placement(self, decision: MatchDecision) -> EmailPlacement:
-        rules = self.rules()
-        creatable = {p.email for p in decision.creatable}
-        return EmailPlacement(
-            direction=decision.direction,
-            candidates=tuple(
-                ContactCandidate(
-                    email=p.email,
-                    name=p.name,
-                    may_create=p.email in creatable,
-                    company_domain=None if rules.is_freemail(p.domain) else p.domain,
-                )
-                for p in decision.external
-            ),
-            author_email=decision.sender if decision.direction == "out" else None,
-        )
-
-    def _owner(self, session: Session) -> User | None:
-        if not self.mailbox.owner:
-            return None
-        return session.scalar(select(User).where(User.email == self.mailbox.owner))
+    def _quarantine(self, session: Session, message: _Message, ref: MessageRef, now: datetime) -> None:
+        reason = message.reason or "unknown"
+        log.warning("%s/%s uid %d quarantined: %s", ref.mailbox, ref.folder, ref.uid, reason)
+        message_id = message.headers.message_id if message.headers else None
+        raw = message.raw if message.raw is not None else message.header
+        quarantine_message(session, ref, raw=raw, reason=reason, message_id=message_id, now=now)
+        self.counts.quarantine(reason)
 
     def save_cursor(self, session: Session, folder: str, cursor: Cursor, *, seen: int, logged: int) -> None:
         now = self.now_fn()
@@ -662,81 +801,85 @@ class Pipeline:
         state.last_success_at = now
         state.last_error = None
 
-    def retry_quarantine(self, due: Sequence[PendingQuarantine]) -> None:
-        """Run due quarantined messages of this mailbox through again, from their stored raw bytes."""
-        now = self.now_fn()
-        matching = self.settings.matching
+    # -- quarantine retries ---------------------------------------------------------------------------------
+
+    def retry_quarantine(
+        self, due: Sequence[PendingQuarantine], imap: MailboxConnections | None = None
+    ) -> None:
+        """Run due quarantined messages of this mailbox through again: from their stored raw bytes, or
+        fetched again from the folder when the server had returned nothing (an empty fetch)."""
         for pending in due:
-            ref = pending.ref
+            if self.stopping:
+                return
+            raw = self._retry_raw(pending, imap)
             with transaction(self.sessions) as session:
-                raw = quarantined_raw(session, ref)
-                if not raw:
-                    continue
-                item = _Item(ref.uid, raw=raw, action="log")
-                try:
-                    item.parsed = parse_message(
-                        raw,
-                        max_attachment_bytes=matching.max_attachment_bytes,
-                        max_message_bytes=matching.max_message_bytes,
-                    )
-                    item.headers = item.parsed.headers
-                    item.decision = match_message(item.headers, self.rules())
-                except Exception as exc:
-                    quarantine_message(session, ref, raw=raw, reason=f"cannot parse: {_describe(exc)}",
-                                       message_id=pending.message_id, now=now)  # fmt: skip
-                    continue
-                outcome = self._record_outcome(session, item, ref, self._owner(session), now)
-                if outcome is None:
-                    quarantine_message(session, ref, raw=raw, reason=item.reason or "unknown",
-                                       message_id=pending.message_id, now=now)  # fmt: skip
-                    continue
-                resolve_quarantine(session, ref, now=now)
-                mark_seen(
-                    session,
-                    [SeenRow(ref, outcome.outcome, item.parsed.content_key, outcome.activity_id)],
-                    now=now,
-                    replace=True,
-                )
-                # a retry is not new mail: it is counted apart from this run's new messages
-                self.counts.contacts_created += outcome.contacts_created
-                self.counts.retried += 1
+                reason = self._retry(session, pending.ref, raw) if raw else pending.reason
+                if reason is not None:
+                    quarantine_message(session, pending.ref, raw=raw or b"", reason=reason,
+                                       message_id=pending.message_id, now=self.now_fn())  # fmt: skip
+
+    def _retry(self, session: Session, ref: MessageRef, raw: bytes) -> str | None:
+        """One quarantined message through the whole pipeline; None when it went through, else the reason."""
+        now = self.now_fn()
+        message = _Message(ref.uid, size=len(raw), raw=raw, action=Action.SKIP)
+        message.headers = parse_headers(raw, self.matching.max_header_bytes)
+        participants = read_participants(message.headers, self.rules())
+        contacts = {**contact_ids_by_email(session, participants.lookup), **self._made}
+        verdict = decide(participants, contacts.keys())
+        outcome: RecordOutcome | None
+        if isinstance(verdict, Placement):
+            result = self.parser.parse(raw, self.stop)
+            if isinstance(result, ParseFailure):
+                return result.reason
+            message.body, message.placement = result, verdict
+            users = {user.email: user for user in session.scalars(select(User))}
+            owner = users.get(self.mailbox.owner or "")
+            outcome = self._record(session, [message], lambda _: ref, owner, users, contacts, set(), now)[0]
+            if outcome is None or outcome.outcome == Outcome.QUARANTINED:
+                return (message.reason if outcome is None else outcome.reason) or "unknown"
+        else:
+            outcome = RecordOutcome(Outcome.SKIPPED, reason=verdict.value)
+        resolve_quarantine(session, ref, now=now)
+        key = self._email(message).content_key
+        mark_seen(session, [SeenRow(ref, outcome.outcome, key, outcome.activity_id)], now=now, replace=True)
+        # a retry is not new mail: it is counted apart from this run's new messages
+        self.counts.contacts_created += outcome.contacts_created
+        self.counts.retried += 1
+        return None
+
+    def _retry_raw(self, pending: PendingQuarantine, imap: MailboxConnections | None) -> bytes | None:
+        with self.sessions() as session:
+            raw = quarantined_raw(session, pending.ref)
+        if raw and not pending.reason.startswith(QuarantineReason.EMPTY_FETCH.value):
+            return raw
+        if imap is None or pending.ref.folder.startswith("mbox:"):
+            return raw or None
+        try:
+            connection = imap.for_folder(pending.ref.folder)
+            if connection.select_readonly(pending.ref.folder).uidvalidity != pending.ref.uidvalidity:
+                return None
+            fetched = connection.fetch_messages([pending.ref.uid])
+        except ImapError as exc:
+            log.info("%s: cannot fetch quarantined uid %d again: %s", self.mailbox.name, pending.ref.uid, exc)
+            return None
+        return fetched[0].data if fetched and fetched[0].data else None
 
 
-# ---- parsed message -> what the CRM stores --------------------------------------------------------------
-
-
-def email_data(parsed: ParsedMessage) -> EmailData:
-    h = parsed.headers
-    sender = (h.from_ or h.sender)[:1]
-    return EmailData(
-        content_key=parsed.content_key,
-        message_id=h.message_id,
-        subject=h.subject,
-        sent_at=h.date,
-        from_address=_format_address(sender[0].name, sender[0].email) if sender else None,
-        to_addresses=tuple(_format_address(a.name, a.email) for a in h.to),
-        cc_addresses=tuple(_format_address(a.name, a.email) for a in h.cc),
-        in_reply_to=h.in_reply_to,
-        references=h.references,
-        text=parsed.text,
-        html=parsed.html,
-        snippet=parsed.snippet,
-        attachments=tuple(
-            EmailAttachmentData(a.filename, a.content_type, a.size, a.content) for a in parsed.attachments
-        ),
-        truncated=parsed.truncated,
-    )
-
-
-def _format_address(name: str, email: str) -> str:
-    return f"{name} <{email}>" if name else email
+def _groups_by_size(messages: Sequence[_Message], max_bytes: int) -> Iterator[list[_Message]]:
+    """Messages in UID FETCH groups of at most max_bytes (by the sizes the server reported), at least one."""
+    group: list[_Message] = []
+    size = 0
+    for message in messages:
+        if group and size + message.size > max_bytes:
+            yield group
+            group, size = [], 0
+        group.append(message)
+        size += message.size
+    if group:
+        yield group
 
 
 # ---- state rows -----------------------------------------------------------------------------------------
-
-
-def _users(session: Session) -> dict[str, User]:
-    return {user.email: user for user in session.scalars(select(User))}
 
 
 def _folder_state(session: Session, mailbox: str, folder: str) -> FolderSyncState:

@@ -1,66 +1,7 @@
 """Threadline's domain core: the CRM's tables, its database access and the operations on them.
 
-Imports nothing from daemon/ or admin/ (and no Flask or IMAP library): both of those call into here.
+Imports nothing from daemon/ or admin/ (and no Flask or IMAP library): both of those call into here. Import
+the modules themselves (`from models.schema import Contact`): this package imports none of them up front,
+so a process that needs only the message vocabulary (models.messages, in the parser's worker processes)
+does not load SQLAlchemy.
 """
-
-from models.schema import (
-    Activity,
-    ActivityKind,
-    Attachment,
-    Base,
-    Company,
-    CompanyDomain,
-    Contact,
-    ContactEmail,
-    Deal,
-    DealStageChange,
-    DealStatus,
-    Direction,
-    EmailSighting,
-    FolderSyncState,
-    GrantFlow,
-    GrantState,
-    Mailbox,
-    MailboxStatus,
-    Notification,
-    OAuthGrant,
-    Pipeline,
-    QuarantinedMessage,
-    Role,
-    SeenMessage,
-    Stage,
-    StageKind,
-    Task,
-    User,
-)
-
-__all__ = [
-    "Activity",
-    "ActivityKind",
-    "Attachment",
-    "Base",
-    "Company",
-    "CompanyDomain",
-    "Contact",
-    "ContactEmail",
-    "Deal",
-    "DealStageChange",
-    "DealStatus",
-    "Direction",
-    "EmailSighting",
-    "FolderSyncState",
-    "GrantFlow",
-    "GrantState",
-    "Mailbox",
-    "MailboxStatus",
-    "Notification",
-    "OAuthGrant",
-    "Pipeline",
-    "QuarantinedMessage",
-    "Role",
-    "SeenMessage",
-    "Stage",
-    "StageKind",
-    "Task",
-    "User",
-]

@@ -1,33 +1,44 @@
-"""Contacts and companies: email normalization, lookups by address and domain, creating them on demand, and
-setting a contact's addresses or a company's domains (an address or a domain belongs to one record only)."""
+"""Contacts and companies: email normalization, lookups by address and domain, creating them one at a time
+(`ensure_company_for_domain`, `add_contact_email`) or in bulk, and setting a contact's addresses or a
+company's domains (an address or a domain belongs to one record only).
+
+The bulk operations (`create_companies`, `create_contacts`, `add_company_domains`, `add_contact_emails`,
+`update_contacts`) are the only code that writes these tables in bulk: the email sync (models.email_log) and
+the CSV import (threadline/importer.py) both call them. They cost a fixed number of statements whatever the
+number of rows, and they are safe against a concurrent writer: an address or a domain is claimed with
+INSERT ... ON CONFLICT DO NOTHING in sorted order (two writers wait on each other instead of deadlocking), and
+a key someone else holds already is reported as taken, with the id of the record holding it; a record made
+here for keys that all turned out taken is deleted again (its twin stands).
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from models.db import chunked, dialect_insert, reserve_ids
+from models.domains import check_company_domain, company_name_from_domain, normalize_domain
 from models.errors import DomainError
 from models.schema import Company, CompanyDomain, Contact, ContactEmail, User
 
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+\.[^@\s<>(),;:\"\[\]]+$")
+
+_CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
+_CONTACT_EMAILS: Table = ContactEmail.__table__  # type: ignore[assignment]
+_COMPANIES: Table = Company.__table__  # type: ignore[assignment]
+_COMPANY_DOMAINS: Table = CompanyDomain.__table__  # type: ignore[assignment]
 
 
 def normalize_email(value: str) -> str | None:
     """The canonical (lowercase, trimmed) form of an address, or None if it is not one."""
     address = value.strip().strip("<>").strip().lower()
     return address if _EMAIL.match(address) else None
-
-
-def normalize_domain(value: str) -> str:
-    return value.strip().lower().lstrip("@").rstrip(".")
-
-
-def domain_of(address: str) -> str:
-    return address.rsplit("@", 1)[-1]
 
 
 def find_contact_by_email(session: Session, email: str) -> Contact | None:
@@ -37,15 +48,31 @@ def find_contact_by_email(session: Session, email: str) -> Contact | None:
     return session.scalar(select(Contact).join(ContactEmail).where(ContactEmail.email == address))
 
 
-def contacts_by_email(session: Session, emails: Iterable[str]) -> dict[str, Contact]:
-    """Map each known address to its contact in one query."""
-    wanted = sorted({e for e in emails if e})
-    if not wanted:
-        return {}
-    rows = session.execute(
-        select(ContactEmail.email, Contact).join(Contact).where(ContactEmail.email.in_(wanted))
-    ).all()
-    return {email: contact for email, contact in rows}
+def contact_ids_by_email(session: Session, emails: Iterable[str]) -> dict[str, tuple[int, int | None]]:
+    """address -> (contact id, company id) for the addresses that belong to contacts; chunked lookups, so any
+    number of addresses stays under the databases' bound-variable limits."""
+    found: dict[str, tuple[int, int | None]] = {}
+    for chunk in chunked(sorted({e for e in emails if e})):
+        rows = session.execute(
+            select(ContactEmail.email, Contact.id, Contact.company_id)
+            .join(Contact)
+            .where(ContactEmail.email.in_(chunk))
+        )
+        found.update((email, (contact_id, company_id)) for email, contact_id, company_id in rows)
+    return found
+
+
+def company_ids_by_domain(session: Session, domains: Iterable[str]) -> dict[str, int]:
+    """domain -> id of the company owning it, for the domains some company owns (chunked lookups)."""
+    found: dict[str, int] = {}
+    for chunk in chunked(sorted({d for d in domains if d})):
+        found.update(
+            (domain, company_id)
+            for domain, company_id in session.execute(
+                select(CompanyDomain.domain, CompanyDomain.company_id).where(CompanyDomain.domain.in_(chunk))
+            )
+        )
+    return found
 
 
 def find_company_by_domain(session: Session, domain: str) -> Company | None:
@@ -58,16 +85,6 @@ def find_company_by_name(session: Session, name: str) -> Company | None:
     return session.scalars(
         select(Company).where(func.lower(Company.name) == name.strip().lower()).order_by(Company.id)
     ).first()
-
-
-def company_name_from_domain(domain: str) -> str:
-    """'acme-corp.co.uk' -> 'Acme Corp': a readable default staff can rename."""
-    labels = normalize_domain(domain).split(".")
-    second_level = {"co", "com", "org", "net", "ac", "gov", "edu"}
-    while len(labels) > 2 and labels[-2] in second_level:
-        labels = labels[:-1]
-    base = labels[-2] if len(labels) >= 2 else labels[0]
-    return " ".join(part.capitalize() for part in re.split(r"[-_]", base) if part) or domain
 
 
 def ensure_company_for_domain(
@@ -124,12 +141,9 @@ def set_contact_emails(session: Session, contact: Contact, addresses: Iterable[s
 
 
 def set_company_domains(session: Session, company: Company, domains: Iterable[str]) -> None:
-    """Make these the company's email domains; one that is not a domain name or belongs to another company is
-    refused with a DomainError."""
-    wanted = [d for d in (normalize_domain(d) for d in domains) if d]
-    for domain in wanted:
-        if "." not in domain or " " in domain:
-            raise DomainError(f"{domain!r} is not a domain name")
+    """Make these the company's email domains; one that is not a company domain (models.domains) or belongs to
+    another company is refused with a DomainError."""
+    wanted = [check_company_domain(d) for d in domains if d.strip()]
     with session.no_autoflush:
         query = select(CompanyDomain).where(CompanyDomain.domain.in_(wanted))
         if company.id is not None:
@@ -139,3 +153,148 @@ def set_company_domains(session: Session, company: Company, domains: Iterable[st
             raise DomainError(f"{taken.domain} already belongs to {taken.company.name}")
     existing = {d.domain: d for d in company.domains}
     company.domains[:] = [existing.get(d) or CompanyDomain(domain=d) for d in dict.fromkeys(wanted)]
+
+
+# ---- bulk creation ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompanyToCreate:
+    name: str
+    domains: tuple[str, ...] = ()  # normalized, each owned by no company yet (as far as the caller knows)
+    owner_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ContactToCreate:
+    name: str
+    emails: tuple[str, ...]  # normalized, each belonging to no contact yet (as far as the caller knows)
+    company_id: int | None = None
+    owner_id: int | None = None
+    title: str | None = None
+    phone: str | None = None
+    lead_source: str | None = None
+
+
+@dataclass(frozen=True)
+class Created:
+    """What a bulk creation made: one id per row in the rows' order (None for a row whose every key turned
+    out to be someone else's: it was not kept), and the keys a concurrent writer held first, with the id of
+    the record holding each."""
+
+    ids: list[int | None]
+    taken: dict[str, int] = field(default_factory=dict)
+
+
+def create_companies(session: Session, companies: Sequence[CompanyToCreate], *, now: datetime) -> Created:
+    """Insert companies with their domains: one INSERT per table for all rows."""
+    ids = reserve_ids(session, _COMPANIES, len(companies))
+    if not companies:
+        return Created([])
+    session.execute(
+        _COMPANIES.insert(),
+        [
+            {"id": i, "name": c.name[:300], "owner_id": c.owner_id, "created_at": now}
+            for c, i in zip(companies, ids, strict=True)
+        ],
+    )
+    wanted = {d: i for c, i in zip(companies, ids, strict=True) for d in c.domains}
+    taken = add_company_domains(session, wanted)
+    return _drop_twins(session, _COMPANIES, [c.domains for c in companies], ids, taken)
+
+
+def create_contacts(session: Session, contacts: Sequence[ContactToCreate], *, now: datetime) -> Created:
+    """Insert contacts with their addresses: one INSERT per table for all rows."""
+    ids = reserve_ids(session, _CONTACTS, len(contacts))
+    if not contacts:
+        return Created([])
+    session.execute(
+        _CONTACTS.insert(),
+        [
+            {
+                "id": i,
+                "name": c.name[:300],
+                "company_id": c.company_id,
+                "owner_id": c.owner_id,
+                "title": c.title,
+                "phone": c.phone,
+                "lead_source": c.lead_source,
+                "created_at": now,
+            }
+            for c, i in zip(contacts, ids, strict=True)
+        ],
+    )
+    wanted = {e: i for c, i in zip(contacts, ids, strict=True) for e in c.emails}
+    taken = add_contact_emails(session, wanted)
+    return _drop_twins(session, _CONTACTS, [c.emails for c in contacts], ids, taken)
+
+
+def add_company_domains(session: Session, domains: Mapping[str, int]) -> dict[str, int]:
+    """Give companies these domains (domain -> company id); returns the domains another company holds."""
+    return _claim(session, _COMPANY_DOMAINS, "domain", "company_id", domains)
+
+
+def add_contact_emails(session: Session, emails: Mapping[str, int]) -> dict[str, int]:
+    """Give contacts these addresses (address -> contact id); returns the addresses another contact holds."""
+    return _claim(session, _CONTACT_EMAILS, "email", "contact_id", emails)
+
+
+def update_contacts(session: Session, changes: Mapping[int, Mapping[str, Any]]) -> None:
+    """Set columns of existing contacts (contact id -> column values), one executemany per set of columns."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for contact_id, values in sorted(changes.items()):
+        columns = tuple(sorted(values))
+        if columns:
+            by_columns.setdefault(columns, []).append({"contact_id": contact_id, **values})
+    for columns, rows in by_columns.items():
+        statement = (
+            update(_CONTACTS)
+            .where(_CONTACTS.c.id == bindparam("contact_id"))
+            .values({c: bindparam(c) for c in columns})
+        )
+        session.execute(statement, rows)
+
+
+def _claim(session: Session, table: Table, key: str, owner: str, wanted: Mapping[str, int]) -> dict[str, int]:
+    """INSERT ... ON CONFLICT DO NOTHING of unique keys -> owner id; the keys someone else held first, with
+    their holder's id."""
+    if not wanted:
+        return {}
+    stmt = (
+        dialect_insert(session)(table)
+        .on_conflict_do_nothing(index_elements=[key])
+        .returning(table.c[key], table.c[owner])
+    )
+    # ids in the caller's order (a contact's first address is its primary one), rows in key order (two
+    # writers lock the same keys in the same order)
+    ids = dict(zip(wanted, reserve_ids(session, table, len(wanted)), strict=True))
+    rows = [{"id": ids[k], key: k, owner: v} for k, v in sorted(wanted.items())]
+    claimed = {k for k, _ in session.execute(stmt, rows)}
+    lost = [k for k in sorted(wanted) if k not in claimed]
+    taken: dict[str, int] = {}
+    for chunk in chunked(lost):
+        taken.update(
+            (k, int(v))
+            for k, v in session.execute(select(table.c[key], table.c[owner]).where(table.c[key].in_(chunk)))
+        )
+    missing = [k for k in lost if k not in taken]
+    if missing:
+        raise RuntimeError(f"{table.name}.{key} {missing[0][:80]} is taken but not found")
+    return taken
+
+
+def _drop_twins(
+    session: Session, table: Table, keys: Sequence[Sequence[str]], ids: list[int], taken: Mapping[str, int]
+) -> Created:
+    """Rows whose every key a concurrent writer claimed first are twins of theirs: delete ours."""
+    kept: list[int | None] = []
+    twins: list[int] = []
+    for row_keys, row_id in zip(keys, ids, strict=True):
+        if row_keys and all(k in taken for k in row_keys):
+            twins.append(row_id)
+            kept.append(None)
+        else:
+            kept.append(row_id)
+    for chunk in chunked(twins):
+        session.execute(delete(table).where(table.c.id.in_(chunk)))
+    return Created(kept, dict(taken))

@@ -1,16 +1,27 @@
-"""Engines and sessions: the one place that knows how Threadline talks to SQLite and PostgreSQL."""
+"""Engines and sessions: the one place that knows how Threadline talks to SQLite and PostgreSQL.
+
+Besides making engines and transactions, it owns the few statements whose SQL differs between the two
+databases (reserving ids for a bulk insert, INSERT ... ON CONFLICT) and the size of IN lists: every lookup
+by a list of values goes through `chunked`, so no statement's bound variables grow with its input (SQLite
+allows 32,766 per statement in the builds most users have, fewer in old ones; psycopg 65,535).
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
+
+# Values per IN list: far below every limit above, and big enough that lookups stay a handful of statements.
+LOOKUP_CHUNK = 500
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -68,3 +79,40 @@ def transaction(factory: sessionmaker[Session], *, write: bool = True) -> Iterat
         if write and session.get_bind().dialect.name == "sqlite":
             session.connection(execution_options={"sqlite_immediate": True})
         yield session
+
+
+def chunked(values: Sequence[T], size: int = LOOKUP_CHUNK) -> Iterator[Sequence[T]]:
+    """Values in pieces of at most `size`, for IN lists (see the module docstring)."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
+    """Ids for rows about to be inserted with one statement, so related rows can be inserted with them (a
+    multi-row INSERT's RETURNING promises no order, and SQLAlchemy's way of keeping it on SQLite is one
+    INSERT per row).
+
+    PostgreSQL: taken from the table's sequence, like any insert would. SQLite: the ids after the largest,
+    which are free because a writing transaction holds the database's write lock (BEGIN IMMEDIATE).
+    """
+    if count <= 0:
+        return []
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.scalars(
+            text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"),
+            {"table": table.name, "count": count},
+        )
+        return sorted(int(i) for i in rows)
+    largest = int(session.scalar(select(func.coalesce(func.max(table.c.id), 0))) or 0)
+    return list(range(largest + 1, largest + 1 + count))
+
+
+def dialect_insert(session: Session) -> Any:
+    """The INSERT construct of the session's database, which has on_conflict_do_nothing/do_update."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert

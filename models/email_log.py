@@ -1,17 +1,21 @@
 """Recording emails in the CRM: the one operation that turns a message into an activity, exactly once.
 
 Both the IMAP sync and the mbox import call `record_emails` (a batch) or `record_email` (one message) with
-plain values (this module knows nothing of IMAP or MIME). It owns the exactly-once rules: an activity's
-`content_key` is unique, so the same message seen in a second mailbox or folder only adds an `EmailSighting`;
-every message the sync decided about gets a `SeenMessage` row in the caller's transaction; a message that
-could not be processed is kept in quarantine with its raw bytes and retried later. It also owns where an
-email is filed: contacts (created on demand with the company of their domain), the company, and the deal
-(thread first, then the single open deal of a contact, then of the company; several candidates leave the
-deal empty and flag the activity for review), and the hand-made correction of that (`link_email_to_deal`).
+the message vocabulary of models.messages (this module knows nothing of IMAP or MIME). Matching has already
+decided whom each message is filed on (its `Placement`); recording carries that out without deciding again:
+it creates the contacts the placement names (with the company of their domain, models.domains), links the
+ones it names, and picks the deal (thread first, then the single open deal of a contact, then of the
+company; several candidates leave the deal empty and flag the activity for review). It also owns the
+exactly-once rules: an activity's `content_key` is unique, so the same message seen in a second mailbox or
+folder only adds an `EmailSighting`; every message the sync decided about gets a `SeenMessage` row in the
+caller's transaction; a message that could not be processed is kept in quarantine with its raw bytes and
+retried later. And the hand-made correction of the deal (`link_email_to_deal`).
 
 A batch is written with a fixed number of statements whatever its size (one lookup per kind of record, one
 INSERT per table for all rows, one grouped UPDATE per table), because on PostgreSQL every statement is a
-network round trip and per-message statements were most of the sync's time.
+network round trip and per-message statements were most of the sync's time. Lookups by lists of values are
+chunked (models.db.chunked), so a message with thousands of recipients cannot exceed a database's limit on
+bound variables.
 
 Two syncs may race on PostgreSQL for the same message, contact or company (one rep CC'd another): every
 insert that can collide is an INSERT ... ON CONFLICT DO NOTHING on the unique key, rows go in sorted by that
@@ -25,28 +29,48 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import Table, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models.activities import touch
-from models.contacts import company_name_from_domain, display_name_from_email, normalize_domain
+from models.contacts import (
+    CompanyToCreate,
+    ContactToCreate,
+    company_ids_by_domain,
+    contact_ids_by_email,
+    create_companies,
+    create_contacts,
+    display_name_from_email,
+)
+from models.db import chunked, dialect_insert
+from models.domains import company_name_from_domain, lookup_domains
 from models.errors import DomainError
+from models.messages import (
+    Attachment as AttachmentData,
+)
+from models.messages import (
+    Direction,
+    Email,
+    EmailToRecord,
+    MessageRef,
+    NewContact,
+    Outcome,
+    Placement,
+    QuarantineReason,
+)
 from models.schema import (
     Activity,
     ActivityKind,
     Attachment,
     Company,
-    CompanyDomain,
     Contact,
-    ContactEmail,
     Deal,
     DealStatus,
-    Direction,
     EmailSighting,
     QuarantinedMessage,
     SeenMessage,
@@ -59,17 +83,8 @@ log = logging.getLogger(__name__)
 
 _ACTIVITIES: Table = Activity.__table__  # type: ignore[assignment]
 _ATTACHMENTS: Table = Attachment.__table__  # type: ignore[assignment]
-_CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
-_CONTACT_EMAILS: Table = ContactEmail.__table__  # type: ignore[assignment]
-_COMPANIES: Table = Company.__table__  # type: ignore[assignment]
-_COMPANY_DOMAINS: Table = CompanyDomain.__table__  # type: ignore[assignment]
 _SIGHTINGS: Table = EmailSighting.__table__  # type: ignore[assignment]
 _SEEN: Table = SeenMessage.__table__  # type: ignore[assignment]
-
-OUTCOME_LOGGED = "logged"
-OUTCOME_DUPLICATE = "duplicate"
-OUTCOME_SKIPPED = "skipped"
-OUTCOME_QUARANTINED = "quarantined"
 
 # A Date header outside this window is a broken clock or a forgery: the time the sync saw the mail is truer.
 _EARLIEST_DATE = datetime(1980, 1, 1, tzinfo=UTC)
@@ -79,71 +94,15 @@ QUARANTINE_MAX_ATTEMPTS = 10
 _QUARANTINE_FIRST_RETRY = timedelta(minutes=5)
 _QUARANTINE_MAX_RETRY = timedelta(days=1)
 
-
-@dataclass(frozen=True)
-class EmailAttachmentData:
-    filename: str
-    content_type: str
-    size: int
-    content: bytes | None  # None when over the attachment size limit
-
-
-@dataclass(frozen=True)
-class EmailData:
-    """A parsed message, as the CRM stores it."""
-
-    content_key: str
-    message_id: str | None
-    subject: str
-    sent_at: datetime | None  # the Date header, if it could be read
-    from_address: str | None
-    to_addresses: tuple[str, ...]
-    cc_addresses: tuple[str, ...]
-    in_reply_to: tuple[str, ...]
-    references: tuple[str, ...]
-    text: str
-    html: str | None  # already sanitized
-    snippet: str
-    attachments: tuple[EmailAttachmentData, ...] = ()
-    truncated: bool = False
-
-    @property
-    def thread_key(self) -> str:
-        """The thread's root: first of References, else In-Reply-To, else this message itself."""
-        root = (self.references[:1] or self.in_reply_to[:1] or (self.message_id,))[0]
-        return root or self.content_key
-
-
-@dataclass(frozen=True)
-class ContactCandidate:
-    """An external participant: linked if already a contact, created if `may_create`."""
-
-    email: str
-    name: str  # display name from the message ('' when none)
-    may_create: bool
-    company_domain: str | None  # None for free-mail addresses: such contacts get no company
-
-
-@dataclass(frozen=True)
-class EmailPlacement:
-    direction: str  # 'in' or 'out'
-    candidates: tuple[ContactCandidate, ...]
-    author_email: str | None = None  # the internal sender of outbound mail
-
-
-@dataclass(frozen=True)
-class MessageRef:
-    """Where one copy of a message lives: mailbox, folder and its IMAP (or mbox) identity."""
-
-    mailbox: str
-    folder: str
-    uidvalidity: int
-    uid: int
+ContactIds = Mapping[str, tuple[int, int | None]]  # address -> (contact id, company id)
 
 
 @dataclass(frozen=True)
 class RecordOutcome:
-    outcome: str  # logged | duplicate | skipped
+    """What recording did with one message. QUARANTINED means it could not be filed as decided (a contact it
+    was to be linked to is gone): nothing was written for it and the caller sets it aside with `reason`."""
+
+    outcome: Outcome
     activity_id: int | None = None
     contacts_created: int = 0
     companies_created: int = 0
@@ -153,9 +112,18 @@ class RecordOutcome:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """The outcome of each message of a batch, in order, and the contacts the batch made (address ->
+    (contact id, company id)): later batches of the same run link them without looking them up."""
+
+    outcomes: list[RecordOutcome]
+    contacts: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SeenRow:
     ref: MessageRef
-    outcome: str
+    outcome: Outcome
     content_key: str | None = None
     activity_id: int | None = None
 
@@ -165,37 +133,29 @@ class PendingQuarantine:
     ref: MessageRef
     attempts: int
     message_id: str | None
+    reason: str
 
 
 # ---- recording ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EmailToRecord:
-    """One message of a batch: what it says, whom it concerns, and where this copy of it lives."""
-
-    email: EmailData
-    placement: EmailPlacement
-    ref: MessageRef
-
-
 def record_email(
     session: Session,
-    email: EmailData,
-    placement: EmailPlacement,
+    email: Email,
+    placement: Placement,
     *,
     ref: MessageRef,
     now: datetime,
     owner: User | None = None,
+    contacts: ContactIds | None = None,
     users: Mapping[str, User] | None = None,
-    check_existing: bool = True,
 ) -> RecordOutcome:
     """File one message: a new activity, or a sighting of the one it already is; plus its SeenMessage row.
 
     A batch of one for `record_emails`, which says what the arguments mean.
     """
     batch = [EmailToRecord(email, placement, ref)]
-    return record_emails(session, batch, now=now, owner=owner, users=users, check_existing=check_existing)[0]
+    return record_emails(session, batch, now=now, owner=owner, contacts=contacts, users=users).outcomes[0]
 
 
 def record_emails(
@@ -204,32 +164,37 @@ def record_emails(
     *,
     now: datetime,
     owner: User | None = None,
+    contacts: ContactIds | None = None,
     users: Mapping[str, User] | None = None,
-    check_existing: bool = True,
-) -> list[RecordOutcome]:
-    """File a batch of messages, each as a new activity or a sighting of the one it already is; one outcome
-    per message, in order, and a SeenMessage row for each.
+    checked_keys: Iterable[str] = (),
+) -> Recorded:
+    """File a batch of messages, each as a new activity or a sighting of the one it already is, as their
+    placements say; one outcome per message, in order, and a SeenMessage row for each one filed.
 
+    `contacts` is the caller's lookup of the addresses its placements link (address -> (contact id, company
+    id)), so that they are looked up once per batch, where matching needed them; None looks up every address
+    the placements name here.
     `owner` is the mailbox's owner: the author of its outbound mail and the owner of contacts created from it.
-    `users` (email -> user) saves a lookup when the caller records many batches. `check_existing=False`
-    skips the up-front content-key lookup when the caller just did it (a message logged meanwhile is still
-    caught by the unique key, only after its contacts were made).
+    `users` (email -> user) saves a lookup when the caller records many batches. `checked_keys` are content
+    keys the caller already found not logged (a message logged meanwhile is still caught by the unique key,
+    only after its contacts were made).
 
     The whole batch costs a fixed number of statements whatever its size (on PostgreSQL each one is a round
-    trip): one lookup each for logged content keys, contacts' addresses, company domains and candidate deals,
-    one INSERT per table for all its rows, one grouped UPDATE per table for last-activity times. Messages are
-    decided in order in memory, so a reply later in the batch follows the deal of a message earlier in it.
-    A value the database refuses fails the whole call: callers run it in a savepoint and fall back to
-    recording one message at a time, so that only the bad message is set aside.
+    trip): one lookup each for logged content keys, company domains and candidate deals, one INSERT per table
+    for all its rows, one grouped UPDATE per table for last-activity times. Messages are filed in order in
+    memory, so a reply later in the batch follows the deal of a message earlier in it. A value the database
+    refuses fails the whole call: callers run it in a savepoint and fall back to recording one message at a
+    time, so that only the bad message is set aside.
 
     Runs in the caller's transaction; nothing is committed here. ORM objects already loaded in this session
     may show stale last-activity times (writes are Core statements: the ORM's bookkeeping was most of the
     cost when the sync records thousands of messages).
     """
     if not messages:
-        return []
+        return Recorded([])
     keys = [_clip(m.email.content_key, 1000) for m in messages]
-    existing = activity_ids_by_content_key(session, keys) if check_existing else {}
+    checked = set(checked_keys)
+    existing = activity_ids_by_content_key(session, [k for k in keys if k not in checked])
     # the first message of the batch with a content key logs it; a later copy is a sighting of it
     leaders: dict[str, int] = {}
     for index, key in enumerate(keys):
@@ -237,61 +202,55 @@ def record_emails(
             leaders.setdefault(key, index)
     fresh = sorted(leaders.values())
 
-    contacts_made: Counter[int] = Counter()
-    companies_made: Counter[int] = Counter()
-    known = _contacts_by_email(session, [c.email for i in fresh for c in messages[i].placement.candidates])
-    wanted: dict[str, _NewContact] = {}
-    for index in fresh:
-        placement = messages[index].placement
-        owner_id = owner.id if owner is not None and placement.direction == Direction.OUT.value else None
-        for candidate in placement.candidates:
-            if candidate.may_create and candidate.email not in known and candidate.email not in wanted:
-                wanted[candidate.email] = _NewContact(candidate, owner_id, index)
-    if wanted:
-        created = _create_contacts(session, list(wanted.values()), now=now)
-        known.update(created.found)
-        contacts_made.update(wanted[e].index for e in created.contacts)
-        companies_made.update(created.companies.values())
+    known: dict[str, tuple[int, int | None]] = dict(
+        contacts
+        if contacts is not None
+        else contact_ids_by_email(session, [a for i in fresh for a in _addresses(messages[i].placement)])
+    )
+    made = _make_contacts(session, messages, fresh, known, owner, now)
+    known.update(made.found)
 
     linked: dict[int, dict[int, int | None]] = {}  # message index -> contact id -> company id
+    gone: dict[int, str] = {}  # message index -> an address it was to be linked to that is no contact now
     for index in fresh:
-        contacts: dict[int, int | None] = {}
-        for candidate in messages[index].placement.candidates:
-            found = known.get(candidate.email)
-            if found is not None:
-                contacts.setdefault(found[0], found[1])
-        if contacts:
-            linked[index] = contacts
+        placement = messages[index].placement
+        ids: dict[int, int | None] = {}
+        for address in _addresses(placement):
+            found = known.get(address)
+            if found is None:
+                gone.setdefault(index, address)
+            else:
+                ids.setdefault(found[0], found[1])
+        if index not in gone:
+            linked[index] = ids
     deals = _DealIndex.load(
         session,
-        thread_ids=[
-            t for i in linked for t in (*messages[i].email.in_reply_to, *messages[i].email.references)
-        ],
-        contact_ids=[c for contacts in linked.values() for c in contacts],
-        company_ids=[c for contacts in linked.values() for c in contacts.values() if c is not None],
+        thread_ids=[t for i in linked for t in _thread_ids(messages[i].email)],
+        contact_ids=[c for ids in linked.values() for c in ids],
+        company_ids=[c for ids in linked.values() for c in ids.values() if c is not None],
     )
     authors = _authors(session, messages, list(linked), owner, users)
 
     rows: dict[int, dict[str, Any]] = {}  # message index -> its activity row
     placed: dict[int, tuple[int | None, bool]] = {}  # message index -> (deal id, needs review)
-    for index, contacts in linked.items():
+    for index, ids in linked.items():
         email, placement = messages[index].email, messages[index].placement
-        deal_id, deal_company_id, needs_review = deals.choose(email, contacts)
-        occurred_at = _occurred_at(email.sent_at, now)
+        deal_id, deal_company_id, needs_review = deals.choose(email, ids)
+        occurred_at = _occurred_at(email.headers.date, now)
         rows[index] = _activity_row(
             email,
             placement,
             key=keys[index],
             occurred_at=occurred_at,
             author_id=authors.get(index),
-            company_id=deal_company_id or next((c for c in contacts.values() if c is not None), None),
+            company_id=deal_company_id or next((c for c in ids.values() if c is not None), None),
             deal_id=deal_id,
             needs_review=needs_review,
             now=now,
         )
         placed[index] = (deal_id, needs_review)
-        if deal_id is not None and email.message_id:
-            deals.add_thread(email.message_id, occurred_at, index, deal_id, deal_company_id)
+        if deal_id is not None and email.headers.message_id:
+            deals.add_thread(email.headers.message_id, occurred_at, index, deal_id, deal_company_id)
 
     inserted = _insert_activities(session, list(rows.values()))
     # another sync logged some of these since the lookup (one rep CC'd another): theirs stand, ours are
@@ -309,38 +268,42 @@ def record_emails(
     sightings: list[tuple[int, MessageRef]] = []
     links: list[dict[str, int]] = []
     attachments: list[dict[str, Any]] = []
-    touched: dict[type[Contact | Company | Deal], dict[int, datetime]] = {Contact: {}, Company: {}, Deal: {}}
+    touched: dict[type[Any], dict[int, datetime]] = {Contact: {}, Company: {}, Deal: {}}
     for index, message in enumerate(messages):
         key, ref = keys[index], message.ref
         leader = leaders.get(key, index)
-        made = contacts_made[index]
+        contacts_made = made.contacts[index]
         activity_id = existing.get(key) or inserted.get(key)
         if activity_id is None:
-            seen.append(SeenRow(ref, OUTCOME_SKIPPED, key))
-            outcomes.append(RecordOutcome(OUTCOME_SKIPPED, contacts_created=made, reason="no contact"))
+            reason = QuarantineReason.CONTACT_GONE.because(f"{gone.get(leader, '?')} is no longer a contact")
+            outcomes.append(RecordOutcome(Outcome.QUARANTINED, contacts_created=contacts_made, reason=reason))
             continue
         sightings.append((activity_id, ref))
         if leader != index or key in existing:
-            seen.append(SeenRow(ref, OUTCOME_DUPLICATE, key, activity_id))
-            outcomes.append(RecordOutcome(OUTCOME_DUPLICATE, activity_id=activity_id, contacts_created=made))
+            seen.append(SeenRow(ref, Outcome.DUPLICATE, key, activity_id))
+            outcomes.append(RecordOutcome(Outcome.DUPLICATE, activity_id, contacts_created=contacts_made))
             continue
         row, (deal_id, needs_review) = rows[index], placed[index]
-        seen.append(SeenRow(ref, OUTCOME_LOGGED, key, activity_id))
+        seen.append(SeenRow(ref, Outcome.LOGGED, key, activity_id))
         links.extend({"activity_id": activity_id, "contact_id": c} for c in linked[index])
-        attachments.extend(_attachment_row(activity_id, item) for item in message.email.attachments)
+        attachments.extend(_attachment_row(activity_id, item) for item in message.email.body.attachments)
         when = row["occurred_at"]
-        for model, ids in ((Contact, linked[index]), (Company, [row["company_id"]]), (Deal, [deal_id])):
-            for record_id in ids:
+        for model, record_ids in (
+            (Contact, linked[index]),
+            (Company, [row["company_id"]]),
+            (Deal, [deal_id]),
+        ):
+            for record_id in record_ids:
                 if record_id is not None and (
                     record_id not in touched[model] or touched[model][record_id] < when
                 ):
                     touched[model][record_id] = when
         outcomes.append(
             RecordOutcome(
-                OUTCOME_LOGGED,
+                Outcome.LOGGED,
                 activity_id=activity_id,
-                contacts_created=made,
-                companies_created=companies_made[index],
+                contacts_created=contacts_made,
+                companies_created=made.companies[index],
                 deal_id=deal_id,
                 needs_deal_review=needs_review,
             )
@@ -353,7 +316,7 @@ def record_emails(
     mark_seen(session, seen, now=now)
     for model, when_by_id in touched.items():
         _touch(session, model, when_by_id)
-    return outcomes
+    return Recorded(outcomes, made.found)
 
 
 def record_sighting(
@@ -361,7 +324,7 @@ def record_sighting(
 ) -> None:
     """A message already logged from elsewhere, seen again in `ref`: list this mailbox on it."""
     add_sightings(session, [(activity_id, ref)], now=now)
-    mark_seen(session, [SeenRow(ref, OUTCOME_DUPLICATE, content_key, activity_id)], now=now)
+    mark_seen(session, [SeenRow(ref, Outcome.DUPLICATE, content_key, activity_id)], now=now)
 
 
 def link_email_to_deal(
@@ -387,17 +350,90 @@ def link_email_to_deal(
 
 
 @dataclass(frozen=True)
-class _NewContact:
-    candidate: ContactCandidate
-    owner_id: int | None  # the mailbox owner for people the team wrote to, else nobody
-    index: int  # the first message of the batch that makes this contact
+class _Made:
+    found: dict[str, tuple[int, int | None]]  # address -> (contact id, company id): ours or a racing sync's
+    contacts: Counter[int]  # message index -> contacts made for it
+    companies: Counter[int]  # message index -> companies made for it
 
 
-@dataclass(frozen=True)
-class _MadeContacts:
-    found: dict[str, tuple[int, int | None]]  # address -> (contact id, company id), ours or a racing sync's
-    contacts: set[str]  # the addresses whose contact was made here
-    companies: dict[str, int]  # domain of a company made here -> index of the message it was made for
+def _make_contacts(
+    session: Session,
+    messages: Sequence[EmailToRecord],
+    fresh: Sequence[int],
+    known: Mapping[str, tuple[int, int | None]],
+    owner: User | None,
+    now: datetime,
+) -> _Made:
+    """Make the contacts the batch's placements create (and the companies of their domains) with one INSERT
+    per table. A contact joins the company owning the most specific of its address's domains; failing that
+    a company is made for its registrable domain. Contacts made from outbound mail belong to the owner."""
+    wanted: dict[str, tuple[NewContact, int | None, int]] = {}  # address -> (contact, owner id, message)
+    for index in fresh:
+        placement = messages[index].placement
+        owner_id = owner.id if owner is not None and placement.direction == Direction.OUT else None
+        for new in placement.create:
+            if new.email not in known and new.email not in wanted:
+                wanted[new.email] = (new, owner_id, index)
+    if not wanted:
+        return _Made({}, Counter(), Counter())
+    domains = {
+        address: lookup_domains(address.rpartition("@")[2], new.company_domain)
+        for address, (new, _, _) in wanted.items()
+        if new.company_domain
+    }
+    companies = company_ids_by_domain(session, {d for candidates in domains.values() for d in candidates})
+    missing: dict[str, tuple[int | None, int]] = {}  # registrable domain -> (owner id, message index)
+    for address, candidates in domains.items():
+        if not any(d in companies for d in candidates):
+            missing.setdefault(candidates[-1], wanted[address][1:])
+    companies_made: Counter[int] = Counter()
+    if missing:
+        ordered = sorted(missing)
+        made_companies = create_companies(
+            session,
+            [CompanyToCreate(company_name_from_domain(d), (d,), missing[d][0]) for d in ordered],
+            now=now,
+        )
+        for domain, company_id in zip(ordered, made_companies.ids, strict=True):
+            if company_id is None:
+                companies[domain] = made_companies.taken[domain]  # a racing sync made it first
+            else:
+                companies[domain] = company_id
+                companies_made[missing[domain][1]] += 1
+
+    people = sorted(wanted)
+    rows = [
+        ContactToCreate(
+            name=_clip(wanted[address][0].name, 300).strip() or display_name_from_email(address)[:300],
+            emails=(address,),
+            company_id=next((companies[d] for d in domains.get(address, ()) if d in companies), None),
+            owner_id=wanted[address][1],
+            lead_source="email",
+        )
+        for address in people
+    ]
+    made_contacts = create_contacts(session, rows, now=now)
+    found: dict[str, tuple[int, int | None]] = {}
+    contacts_made: Counter[int] = Counter()
+    racing: list[str] = []
+    for address, row, contact_id in zip(people, rows, made_contacts.ids, strict=True):
+        if contact_id is None:
+            racing.append(address)
+        else:
+            found[address] = (contact_id, row.company_id)
+            contacts_made[wanted[address][2]] += 1
+    if racing:
+        # another sync made these contacts since our lookup: theirs stand, with their company
+        found.update(contact_ids_by_email(session, racing))
+    return _Made(found, contacts_made, companies_made)
+
+
+def _addresses(placement: Placement) -> tuple[str, ...]:
+    return (*placement.link, *(c.email for c in placement.create))
+
+
+def _thread_ids(email: Email) -> tuple[str, ...]:
+    return (*email.headers.in_reply_to, *email.headers.references)
 
 
 # far above any real id: an activity of this batch sorts after every stored one with the same time
@@ -423,33 +459,31 @@ class _DealIndex:
         company_ids: Iterable[int],
     ) -> _DealIndex:
         index = cls({}, {}, {})
-        for chunk in _chunks(sorted({t for t in thread_ids if t})):
+        for chunk in chunked(sorted({t for t in thread_ids if t})):
             for message_id, occurred_at, activity_id, deal_id, company_id in session.execute(
                 select(Activity.message_id, Activity.occurred_at, Activity.id, Deal.id, Deal.company_id)
                 .join(Deal, Activity.deal_id == Deal.id)
                 .where(Activity.message_id.in_(chunk), Deal.status == DealStatus.OPEN)
             ):
                 index._add(message_id, (occurred_at, activity_id, deal_id, company_id))
-        for chunk in _chunks(sorted(set(contact_ids))):
+        for contact_chunk in chunked(sorted(set(contact_ids))):
             for contact_id, deal_id, company_id in session.execute(
                 select(deal_contacts.c.contact_id, Deal.id, Deal.company_id)
                 .join(Deal, deal_contacts.c.deal_id == Deal.id)
-                .where(deal_contacts.c.contact_id.in_(chunk), Deal.status == DealStatus.OPEN)
+                .where(deal_contacts.c.contact_id.in_(contact_chunk), Deal.status == DealStatus.OPEN)
             ):
                 index.by_contact.setdefault(contact_id, set()).add((deal_id, company_id))
-        for chunk in _chunks(sorted(set(company_ids))):
+        for company_chunk in chunked(sorted(set(company_ids))):
             for deal_company_id, deal_id in session.execute(
                 select(Deal.company_id, Deal.id).where(
-                    Deal.company_id.in_(chunk), Deal.status == DealStatus.OPEN
+                    Deal.company_id.in_(company_chunk), Deal.status == DealStatus.OPEN
                 )
             ):
                 if deal_company_id is not None:
                     index.by_company.setdefault(deal_company_id, set()).add(deal_id)
         return index
 
-    def choose(
-        self, email: EmailData, contacts: Mapping[int, int | None]
-    ) -> tuple[int | None, int | None, bool]:
+    def choose(self, email: Email, contacts: Mapping[int, int | None]) -> tuple[int | None, int | None, bool]:
         """(deal id, its company id, needs review) for an email linked to `contacts` (contact id -> company).
 
         The thread decides first (a reply to mail already filed on an open deal); then the single open deal
@@ -457,7 +491,7 @@ class _DealIndex:
         no deal, and the activity is flagged for a person to pick. Won and lost deals get no mail by
         themselves: only open deals are loaded.
         """
-        thread = [self.threads[t] for t in (*email.in_reply_to, *email.references) if t in self.threads]
+        thread = [self.threads[t] for t in _thread_ids(email) if t in self.threads]
         if thread:
             _, _, deal_id, company_id = max(thread, key=lambda entry: (entry[0], entry[1]))
             return deal_id, company_id, False
@@ -488,123 +522,12 @@ class _DealIndex:
             self.threads[message_id] = entry
 
 
-def _create_contacts(session: Session, wanted: Sequence[_NewContact], *, now: datetime) -> _MadeContacts:
-    """Make the contacts of a batch (and the companies of their domains) with one INSERT per table.
-
-    Rows go in sorted by address and domain, so two syncs making the same ones wait on each other in the
-    same order instead of deadlocking; an address or domain a racing sync claimed first is theirs: our twin
-    row is deleted and theirs read back.
-    """
-    company_of: dict[str, int] = {}
-    made_companies: dict[str, int] = {}
-    domain_owner: dict[str, tuple[int | None, int]] = {}  # domain -> (owner id, index of the message)
-    for new in wanted:
-        if new.candidate.company_domain:
-            domain_owner.setdefault(normalize_domain(new.candidate.company_domain), (new.owner_id, new.index))
-    if domain_owner:
-        company_of = _companies_by_domain(session, domain_owner)
-        missing = sorted(d for d in domain_owner if d not in company_of)
-        if missing:
-            ids = _insert_returning_ids(
-                session,
-                _COMPANIES,
-                [
-                    {"name": company_name_from_domain(d), "owner_id": domain_owner[d][0], "created_at": now}
-                    for d in missing
-                ],
-            )
-            claimed = _claim(
-                session, _COMPANY_DOMAINS, "domain", "company_id", dict(zip(missing, ids, strict=True))
-            )
-            twins = [company_id for d, company_id in zip(missing, ids, strict=True) if d not in claimed]
-            if twins:
-                session.execute(delete(_COMPANIES).where(_COMPANIES.c.id.in_(twins)))
-            company_of.update(claimed)
-            lost = [d for d in missing if d not in claimed]
-            if lost:
-                company_of.update(_companies_by_domain(session, lost))
-                if any(d not in company_of for d in lost):
-                    raise RuntimeError(f"company domain {lost[0]} is taken but not found")
-            made_companies = {d: domain_owner[d][1] for d in claimed}
-
-    people = sorted(wanted, key=lambda new: new.candidate.email)
-    companies = [
-        company_of.get(normalize_domain(p.candidate.company_domain)) if p.candidate.company_domain else None
-        for p in people
-    ]
-    ids = _insert_returning_ids(
-        session,
-        _CONTACTS,
-        [
-            {
-                "name": _clip(p.candidate.name, 300).strip()
-                or display_name_from_email(p.candidate.email)[:300],
-                "company_id": company_id,
-                "owner_id": p.owner_id,
-                "lead_source": "email",
-                "created_at": now,
-            }
-            for p, company_id in zip(people, companies, strict=True)
-        ],
-    )
-    addresses = [p.candidate.email for p in people]
-    claimed = _claim(session, _CONTACT_EMAILS, "email", "contact_id", dict(zip(addresses, ids, strict=True)))
-    found = {
-        email: (contact_id, company_id)
-        for email, contact_id, company_id in zip(addresses, ids, companies, strict=True)
-        if email in claimed
-    }
-    twins = [contact_id for email, contact_id in zip(addresses, ids, strict=True) if email not in claimed]
-    if twins:
-        # another sync made these contacts since our lookup: use theirs, drop the twins we just made
-        session.execute(delete(_CONTACTS).where(_CONTACTS.c.id.in_(twins)))
-        found.update(_contacts_by_email(session, [e for e in addresses if e not in claimed]))
-    return _MadeContacts(found, set(claimed), made_companies)
-
-
-def _insert_returning_ids(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert rows with one statement and return their new ids in the rows' order.
-
-    The ids are reserved first (a multi-row INSERT's RETURNING promises no order, and SQLAlchemy's way of
-    keeping it on SQLite is one INSERT per row): from the sequence on PostgreSQL; on SQLite, where this
-    transaction holds the database's write lock, as the ids SQLite would pick itself (max + 1, ...).
-    """
-    if not rows:
-        return []
-    if session.get_bind().dialect.name == "postgresql":
-        ids = sorted(
-            int(i)
-            for i in session.scalars(
-                text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
-                {"table": table.name, "n": len(rows)},
-            )
-        )
-    else:
-        top = int(session.scalar(select(func.max(table.c.id))) or 0)
-        ids = list(range(top + 1, top + len(rows) + 1))
-    session.execute(table.insert(), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
-    return ids
-
-
-def _claim(session: Session, table: Table, key: str, owner: str, wanted: Mapping[str, int]) -> dict[str, int]:
-    """INSERT ... ON CONFLICT DO NOTHING of unique keys (address, domain) -> owner id: the keys we got."""
-    if not wanted:
-        return {}
-    stmt = (
-        _dialect_insert(session)(table)
-        .on_conflict_do_nothing(index_elements=[key])
-        .returning(table.c[key], table.c[owner])
-    )
-    rows = [{key: k, owner: v} for k, v in sorted(wanted.items())]
-    return {k: int(v) for k, v in session.execute(stmt, rows)}
-
-
 def _insert_activities(session: Session, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
     """content key -> new activity id; a key another sync logged meanwhile is left out (ON CONFLICT)."""
     if not rows:
         return {}
     stmt = (
-        _dialect_insert(session)(_ACTIVITIES)
+        dialect_insert(session)(_ACTIVITIES)
         .on_conflict_do_nothing(index_elements=["content_key"])
         .returning(_ACTIVITIES.c.content_key, _ACTIVITIES.c.id)
     )
@@ -613,8 +536,8 @@ def _insert_activities(session: Session, rows: Sequence[dict[str, Any]]) -> dict
 
 
 def _activity_row(
-    email: EmailData,
-    placement: EmailPlacement,
+    email: Email,
+    placement: Placement,
     *,
     key: str,
     occurred_at: datetime,
@@ -624,30 +547,32 @@ def _activity_row(
     needs_review: bool,
     now: datetime,
 ) -> dict[str, Any]:
+    headers, body = email.headers, email.body
+    author = headers.author
     return {
         "kind": ActivityKind.EMAIL,
         "occurred_at": occurred_at,
-        "subject": _clip(email.subject, 998),
-        "body": _clean(email.text),
+        "subject": _clip(headers.subject, 998),
+        "body": _clean(body.text),
         "author_id": author_id,
         "company_id": company_id,
         "deal_id": deal_id,
         "created_at": now,
-        "message_id": _clip(email.message_id, 998) if email.message_id else None,
+        "message_id": _clip(headers.message_id, 998) if headers.message_id else None,
         "content_key": key,
         "thread_key": _clip(email.thread_key, 1000),
-        "direction": Direction(placement.direction),
-        "from_address": _clip(email.from_address, 998) if email.from_address else None,
-        "to_addresses": [_clean(a) for a in email.to_addresses],
-        "cc_addresses": [_clean(a) for a in email.cc_addresses],
-        "body_html": _clean(email.html) if email.html is not None else None,
-        "snippet": _clip(email.snippet, 400),
-        "truncated": email.truncated,
+        "direction": placement.direction,
+        "from_address": _clip(author.formatted(), 998) if author is not None else None,
+        "to_addresses": [_clean(a.formatted()) for a in headers.to],
+        "cc_addresses": [_clean(a.formatted()) for a in headers.cc],
+        "body_html": _clean(body.html) if body.html is not None else None,
+        "snippet": _clip(body.snippet, 400),
+        "truncated": body.truncated or headers.truncated,
         "needs_deal_review": needs_review,
     }
 
 
-def _attachment_row(activity_id: int, item: EmailAttachmentData) -> dict[str, Any]:
+def _attachment_row(activity_id: int, item: AttachmentData) -> dict[str, Any]:
     return {
         "activity_id": activity_id,
         "filename": _clip(item.filename, 500) or "attachment",
@@ -665,7 +590,7 @@ def _authors(
     users: Mapping[str, User] | None,
 ) -> dict[int, int]:
     """message index -> author user id for the outbound messages: the internal sender, else the owner."""
-    outbound = [i for i in indexes if messages[i].placement.direction == Direction.OUT.value]
+    outbound = [i for i in indexes if messages[i].placement.direction == Direction.OUT]
     if users is None:
         wanted = sorted({a for i in outbound if (a := messages[i].placement.author_email)})
         users = (
@@ -687,21 +612,13 @@ def _authors(
 
 def activity_ids_by_content_key(session: Session, keys: Iterable[str]) -> dict[str, int]:
     """Which of these messages are already activities, in one query."""
-    wanted = sorted({k for k in keys if k})
-    if not wanted:
-        return {}
-    rows = session.execute(
-        select(Activity.content_key, Activity.id).where(Activity.content_key.in_(wanted))
-    ).all()
-    return {key: activity_id for key, activity_id in rows if key is not None}
-
-
-def known_contact_emails(session: Session, emails: Iterable[str]) -> set[str]:
-    """Which of these addresses belong to contacts, in one query."""
-    wanted = sorted({e for e in emails if e})
-    if not wanted:
-        return set()
-    return set(session.scalars(select(ContactEmail.email).where(ContactEmail.email.in_(wanted))))
+    found: dict[str, int] = {}
+    for chunk in chunked(sorted({k for k in keys if k})):
+        rows = session.execute(
+            select(Activity.content_key, Activity.id).where(Activity.content_key.in_(chunk))
+        )
+        found.update((key, activity_id) for key, activity_id in rows if key is not None)
+    return found
 
 
 def mark_seen(session: Session, rows: Sequence[SeenRow], *, now: datetime, replace: bool = False) -> None:
@@ -715,13 +632,13 @@ def mark_seen(session: Session, rows: Sequence[SeenRow], *, now: datetime, repla
             "uidvalidity": r.ref.uidvalidity,
             "uid": r.ref.uid,
             "content_key": _clip(r.content_key, 1000) if r.content_key else None,
-            "outcome": r.outcome,
+            "outcome": r.outcome.value,
             "activity_id": r.activity_id,
             "seen_at": now,
         }
         for r in rows
     ]
-    stmt = _dialect_insert(session)(_SEEN)
+    stmt = dialect_insert(session)(_SEEN)
     keys = ["mailbox", "folder", "uidvalidity", "uid"]
     if replace:
         stmt = stmt.on_conflict_do_update(
@@ -743,7 +660,7 @@ def add_sightings(session: Session, sightings: Sequence[tuple[int, MessageRef]],
     pairs = sorted({(activity_id, ref.mailbox, ref.folder) for activity_id, ref in sightings})
     if not pairs:
         return
-    stmt = _dialect_insert(session)(_SIGHTINGS).on_conflict_do_nothing(
+    stmt = dialect_insert(session)(_SIGHTINGS).on_conflict_do_nothing(
         index_elements=["activity_id", "mailbox", "folder"]
     )
     session.execute(
@@ -787,7 +704,7 @@ def quarantine_message(
             _count_attempt(row, raw, reason, now)
     else:
         _count_attempt(row, raw, reason, now)
-    mark_seen(session, [SeenRow(ref, OUTCOME_QUARANTINED)], now=now, replace=True)
+    mark_seen(session, [SeenRow(ref, Outcome.QUARANTINED)], now=now, replace=True)
     return row
 
 
@@ -822,13 +739,14 @@ def pending_quarantine(session: Session, mailbox: str, *, now: datetime) -> list
             QuarantinedMessage.attempts,
             QuarantinedMessage.last_attempt_at,
             QuarantinedMessage.message_id,
+            QuarantinedMessage.reason,
         )
         .where(QuarantinedMessage.mailbox == mailbox, QuarantinedMessage.resolved_at.is_(None))
         .order_by(QuarantinedMessage.id)
     ).all()
     return [
-        PendingQuarantine(MessageRef(mailbox, folder, uidvalidity, uid), attempts, message_id)
-        for folder, uidvalidity, uid, attempts, last_attempt_at, message_id in rows
+        PendingQuarantine(MessageRef(mailbox, folder, uidvalidity, uid), attempts, message_id, reason)
+        for folder, uidvalidity, uid, attempts, last_attempt_at, message_id, reason in rows
         if attempts < QUARANTINE_MAX_ATTEMPTS and last_attempt_at + quarantine_retry_delay(attempts) <= now
     ]
 
@@ -839,31 +757,6 @@ def quarantined_raw(session: Session, ref: MessageRef) -> bytes | None:
 
 
 # ---- internals ------------------------------------------------------------------------------------------
-
-
-def _contacts_by_email(session: Session, emails: Sequence[str]) -> dict[str, tuple[int, int | None]]:
-    """address -> (contact id, company id) for the addresses that belong to contacts."""
-    found: dict[str, tuple[int, int | None]] = {}
-    for chunk in _chunks(sorted(set(emails))):
-        rows = session.execute(
-            select(ContactEmail.email, Contact.id, Contact.company_id)
-            .join(Contact)
-            .where(ContactEmail.email.in_(chunk))
-        ).all()
-        found.update((email, (contact_id, company_id)) for email, contact_id, company_id in rows)
-    return found
-
-
-def _companies_by_domain(session: Session, domains: Iterable[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for chunk in _chunks(sorted(set(domains))):
-        found.update(
-            (domain, company_id)
-            for domain, company_id in session.execute(
-                select(CompanyDomain.domain, CompanyDomain.company_id).where(CompanyDomain.domain.in_(chunk))
-            )
-        )
-    return found
 
 
 def _touch(
@@ -885,12 +778,6 @@ def _touch(
         .values(last_activity_at=when)
     )
     session.execute(stmt, [{"touched_id": i, "touched_at": w} for i, w in sorted(when_by_id.items())])
-
-
-def _chunks(values: Sequence[Any], size: int = 5000) -> Iterable[Sequence[Any]]:
-    """IN lists in pieces: SQLite allows 32,766 bound parameters per statement."""
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 def _quarantine_row(session: Session, ref: MessageRef) -> QuarantinedMessage | None:
@@ -939,13 +826,3 @@ def _race_guard(session: Session) -> AbstractContextManager[Any]:
     if session.get_bind().dialect.name == "sqlite":
         return nullcontext()
     return session.begin_nested()
-
-
-def _dialect_insert(session: Session) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert

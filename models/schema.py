@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from models.messages import Direction as Direction  # re-exported: the activities.direction column
 from models.types import Money, UTCDateTime
 from settings.model import MailboxAuth, SaslMechanism, Sharing
 
@@ -83,11 +84,6 @@ class ActivityKind(enum.StrEnum):
     MEETING = "meeting"
     NOTE = "note"
     TASK = "task"
-
-
-class Direction(enum.StrEnum):
-    IN = "in"
-    OUT = "out"
 
 
 class GrantState(enum.StrEnum):

@@ -295,6 +295,12 @@ class _Reader:
             max_attachment_bytes=t.integer("max_attachment_bytes", 10 * 1024 * 1024),
             max_message_bytes=t.integer("max_message_bytes", 25 * 1024 * 1024, minimum=1024),
             batch_size=t.integer("batch_size", 200, minimum=1, maximum=5000),
+            max_header_bytes=t.integer("max_header_bytes", 100 * 1024, minimum=1024),
+            max_recipients=t.integer("max_recipients", 100, minimum=1),
+            max_mime_depth=t.integer("max_mime_depth", 30, minimum=1, maximum=100),
+            max_mime_parts=t.integer("max_mime_parts", 500, minimum=1),
+            parse_timeout_seconds=t.number("parse_timeout_seconds", 20.0, minimum=0.1),
+            parse_workers=t.integer("parse_workers", 0, minimum=0, maximum=64),
         )
 
     def mailboxes(

@@ -68,12 +68,21 @@ class TeamSettings:
 
 @dataclass(frozen=True)
 class MatchingSettings:
+    """How mail is matched and read: who becomes a contact, and the caps that bound what one message costs
+    (docs/sync.md explains each)."""
+
     create_contacts: str = "sent"
     ignore: tuple[str, ...] = ()
     freemail_domains: tuple[str, ...] = ()
     max_attachment_bytes: int = 10 * 1024 * 1024
     max_message_bytes: int = 25 * 1024 * 1024
     batch_size: int = 200
+    max_header_bytes: int = 100 * 1024
+    max_recipients: int = 100
+    max_mime_depth: int = 30
+    max_mime_parts: int = 500
+    parse_timeout_seconds: float = 20.0
+    parse_workers: int = 0  # 0: one per CPU core
 
 
 class MailboxAuth(enum.StrEnum):

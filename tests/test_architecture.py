@@ -171,7 +171,7 @@ def test_views_reach_shared_state_through_the_context_module_never_the_factory()
 
 
 @pytest.mark.parametrize(
-    ("library", "owner"), [("imapclient", "daemon/imap.py"), ("mailparser", "daemon/parse.py")]
+    ("library", "owner"), [("imapclient", "daemon/imap.py"), ("mailparser", "daemon/parsing/body.py")]
 )
 def test_one_module_owns_each_mail_library(library, owner):
     assert owners_of(library) <= {owner}

@@ -314,10 +314,11 @@ def cmd_sync(ctx: Context) -> int:
     import json
     import signal
     import threading
-    from dataclasses import replace
 
     from daemon.imap import ImapSession, ImapTarget
+    from daemon.matching import Team
     from daemon.sync import sync_mailbox
+    from daemon.workers import ParserPool
 
     if not ctx.args.once:
         raise UsageError(
@@ -325,8 +326,7 @@ def cmd_sync(ctx: Context) -> int:
         )
     sessions = ctx.sessions()
     everything = ctx.mailboxes(sessions)
-    # the sync treats every mailbox's addresses as the team's: the database's mailboxes count too
-    settings = replace(ctx.settings, mailboxes=tuple(everything))
+    settings = ctx.settings
     mailboxes = [ctx.mailbox(sessions, ctx.args.mailbox)] if ctx.args.mailbox else everything
     if not mailboxes:
         raise UsageError(f"no [[mailboxes]] configured in {settings.source}: nothing to sync")
@@ -340,18 +340,23 @@ def cmd_sync(ctx: Context) -> int:
     # SIGTERM finishes the batch in progress and commits it instead of throwing it away
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     failed = False
-    for mailbox in mailboxes:
-        if stop.is_set():
-            break
-        result = sync_mailbox(
-            settings, mailbox, sessions, now_fn=now, stop=stop, imap_factory=sign_in(mailbox)
-        )
-        failed = failed or result.error is not None
-        print(json.dumps(result.as_json()) if ctx.args.json else result.summary(), flush=True)
+    # the sync treats every mailbox's addresses as the team's: the database's mailboxes count too
+    team = Team.of(settings.team, everything)
+    with ParserPool(settings.matching) as parser:
+        for mailbox in mailboxes:
+            if stop.is_set():
+                break
+            result = sync_mailbox(
+                mailbox, sessions, matching=settings.matching, team=team, now_fn=now, stop=stop,
+                imap_factory=sign_in(mailbox), parser=parser,
+            )  # fmt: skip
+            failed = failed or result.error is not None
+            print(json.dumps(result.as_json()) if ctx.args.json else result.summary(), flush=True)
     return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_import_mbox(ctx: Context) -> int:
+    from daemon.matching import Team
     from daemon.mbox import MboxError, import_mbox
 
     path = Path(ctx.args.file)
@@ -359,6 +364,7 @@ def cmd_import_mbox(ctx: Context) -> int:
         raise CommandError(f"{path}: no such file")
     sessions = ctx.sessions()
     mailbox = ctx.mailbox(sessions, ctx.args.mailbox, include_paused=True)
+    team = Team.of(ctx.settings.team, ctx.mailboxes(sessions))
     try:
         if sys.stderr.isatty():
             from rich.console import Console
@@ -373,11 +379,13 @@ def cmd_import_mbox(ctx: Context) -> int:
             with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
                 task = bar.add_task(f"importing {path.name}", total=None)
                 result = import_mbox(
-                    ctx.settings, mailbox, sessions, path, now_fn=now,
+                    mailbox, sessions, path, matching=ctx.settings.matching, team=team, now_fn=now,
                     progress=lambda done, total: bar.update(task, completed=done, total=total),
                 )  # fmt: skip
         else:
-            result = import_mbox(ctx.settings, mailbox, sessions, path, now_fn=now)
+            result = import_mbox(
+                mailbox, sessions, path, matching=ctx.settings.matching, team=team, now_fn=now
+            )
     except MboxError as exc:
         raise CommandError(str(exc)) from None
     print(

@@ -25,21 +25,26 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from sqlalchemy import Table, bindparam, func, insert, select, text, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.contacts import (
-    company_name_from_domain,
+    CompanyToCreate,
+    ContactToCreate,
+    add_company_domains,
+    add_contact_emails,
+    create_companies,
+    create_contacts,
     display_name_from_email,
-    normalize_domain,
     normalize_email,
+    update_contacts,
 )
 from models.deals import create_deal, find_stage, first_open_stage, move_deal_to_stage, parse_money
+from models.domains import check_company_domain, company_name_from_domain, normalize_domain
 from models.errors import DomainError
 from models.money import DEFAULT_CURRENCY, normalize_currency
 from models.schema import (
-    Base,
     Company,
     CompanyDomain,
     Contact,
@@ -391,9 +396,10 @@ def _plan_company(row: Row, maps: _ContactMaps, plan: _ContactChunk) -> int | No
     """The company a contact row names: by domain, else by name, else a new one (with the domain)."""
     name = row.get("company")
     domain_text = row.get("company_domain")
-    domain = normalize_domain(domain_text) if domain_text else ""
-    if domain_text and ("." not in domain or any(ch in domain for ch in " @/:;,") or len(domain) > 253):
-        raise RowError(f"company_domain {domain_text!r} is not a domain name")
+    try:
+        domain = check_company_domain(domain_text) if domain_text else ""
+    except DomainError as exc:
+        raise RowError(f"company_domain: {exc}") from None
     if domain and domain in maps.company_by_domain:
         return maps.company_by_domain[domain]
     if name and name.lower() in maps.company_by_name:
@@ -418,80 +424,83 @@ def _plan_company(row: Row, maps: _ContactMaps, plan: _ContactChunk) -> int | No
     return company_id
 
 
-def _reserve_ids(session: Session, table: Table, count: int) -> list[int]:
-    """Ids for rows about to be inserted, so related rows can be inserted in bulk with them.
-
-    SQLite: the write lock is held (BEGIN IMMEDIATE), so the ids after the largest are free. PostgreSQL: taken
-    from the table's sequence, like any insert would.
-    """
-    if count == 0:
-        return []
-    if session.get_bind().dialect.name == "postgresql":
-        rows = session.execute(
-            text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"),
-            {"table": table.name, "count": count},
-        )
-        return [int(r[0]) for r in rows]
-    largest = session.scalar(select(func.coalesce(func.max(table.c.id), 0))) or 0
-    return list(range(largest + 1, largest + 1 + count))
-
-
 def _write_contact_chunk(
     session: Session, plan: _ContactChunk, chunk: Sequence[Row], reporter: _Reporter
 ) -> None:
-    tables = Base.metadata.tables
-    companies, contacts = tables["companies"], tables["contacts"]
+    """Write a chunk's plan through models.contacts' bulk operations, in one transaction."""
     _begin_write(session)
-    real: dict[int, int] = {}
-    company_ids = _reserve_ids(session, companies, len(plan.companies))
-    real.update(zip((c["id"] for c in plan.companies), company_ids, strict=True))
-    real.update(zip(plan.contacts, _reserve_ids(session, contacts, len(plan.contacts)), strict=True))
+    real: dict[int, int | None] = {}
 
-    def resolve(record: dict[str, Any], *keys: str) -> dict[str, Any]:
-        for key in keys:
-            if isinstance(record.get(key), int) and record[key] < 0:
-                record[key] = real[record[key]]
-        return record
+    def resolve(record_id: int | None) -> int | None:
+        return real[record_id] if record_id is not None and record_id < 0 else record_id
 
+    domains_of: dict[int, list[str]] = {}
+    for item in plan.domains:
+        domains_of.setdefault(item["company_id"], []).append(item["domain"])
+    emails_of: dict[int, list[str]] = {}
+    for item in plan.emails:
+        emails_of.setdefault(item["contact_id"], []).append(item["email"])
     try:
-        if plan.companies:
-            session.execute(insert(companies), [resolve(c, "id") for c in plan.companies])
-        if plan.domains:
-            session.execute(
-                insert(tables["company_domains"]), [resolve(d, "company_id") for d in plan.domains]
-            )
-        if plan.contacts:
-            rows = [resolve(c, "id", "company_id") for c in plan.contacts.values()]
-            session.execute(insert(contacts), rows)
-        if plan.emails:
-            session.execute(insert(tables["contact_emails"]), [resolve(e, "contact_id") for e in plan.emails])
-        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for update_values in plan.updates.values():
-            resolve(update_values, "company_id")
-            columns = tuple(sorted(k for k in update_values if k != "id"))
-            if columns:
-                by_columns.setdefault(columns, []).append(
-                    {"contact_id": update_values["id"], **update_values}
+        companies = create_companies(
+            session,
+            [
+                CompanyToCreate(c["name"], tuple(domains_of.get(c["id"], ())), c["owner_id"])
+                for c in plan.companies
+            ],
+            now=plan.now,
+        )
+        real.update(zip((c["id"] for c in plan.companies), companies.ids, strict=True))
+        taken = {**companies.taken}
+        taken.update(
+            add_company_domains(session, {d: i for i, ds in domains_of.items() if i > 0 for d in ds})
+        )
+        people = list(plan.contacts.values())
+        contacts = create_contacts(
+            session,
+            [
+                ContactToCreate(
+                    name=c["name"],
+                    emails=tuple(emails_of.get(c["id"], ())),
+                    company_id=resolve(c["company_id"]),
+                    owner_id=c["owner_id"],
+                    title=c["title"],
+                    phone=c["phone"],
+                    lead_source=c["lead_source"],
                 )
-        for columns, rows in by_columns.items():
-            statement = (
-                update(contacts)
-                .where(contacts.c.id == bindparam("contact_id"))
-                .values({c: bindparam(c) for c in columns})
-            )
-            session.execute(statement, rows)
+                for c in people
+            ],
+            now=plan.now,
+        )
+        real.update(zip((c["id"] for c in people), contacts.ids, strict=True))
+        taken.update(contacts.taken)
+        taken.update(add_contact_emails(session, {e: i for i, es in emails_of.items() if i > 0 for e in es}))
+        if taken:
+            raise _Raced(f"{min(taken)} was added by someone else meanwhile")
+        update_contacts(
+            session,
+            {
+                contact_id: {
+                    k: resolve(v) if k == "company_id" else v for k, v in values.items() if k != "id"
+                }
+                for contact_id, values in plan.updates.items()
+            },
+        )
         session.commit()
-    except IntegrityError as exc:
+    except (IntegrityError, _Raced) as exc:
         session.rollback()
+        detail = str(exc.orig).splitlines()[0] if isinstance(exc, IntegrityError) else str(exc)
         raise FileError(
             f"{reporter.path}:{chunk[0].line}-{chunk[-1].line}: the database changed during the import "
-            f"({str(exc.orig).splitlines()[0]}); the lines before {chunk[0].line} were imported: "
-            "run the import again"
+            f"({detail}); the lines before {chunk[0].line} were imported: run the import again"
         ) from None
     # later chunks see this chunk's records by their real ids
     for mapping, key in plan.temporary:
         if mapping[key] < 0:
-            mapping[key] = real[mapping[key]]
+            mapping[key] = real[mapping[key]] or 0
+
+
+class _Raced(Exception):
+    """A concurrent writer took an address or a domain this chunk was about to claim."""
 
 
 # ---- deals -------------------------------------------------------------------------------------------------

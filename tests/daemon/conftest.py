@@ -1,14 +1,18 @@
-"""Sync test helpers: messages built with the stdlib, mailboxes on the Dovecot fixture, settings."""
+"""Sync test helpers: messages built with the stdlib, mailboxes on the Dovecot fixture, settings, and a
+pool of parser processes shared by the tests (starting processes for every sync would double the suite's
+time)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
 import pytest
 
+from daemon.matching import Team
+from daemon.workers import ParserPool
 from settings import MailboxSettings, MatchingSettings, Secret, Settings, TeamSettings
 from tests.fixtures.dovecot import *  # noqa: F403
 from tests.fixtures.dovecot import DovecotServer
@@ -120,3 +124,25 @@ def make_settings(
         matching=MatchingSettings(**matching),  # type: ignore[arg-type]
         mailboxes=tuple(mailboxes),
     )
+
+
+def team_of(settings: Settings) -> Team:
+    return Team.of(settings.team, settings.mailboxes)
+
+
+ParserFor = Callable[[MatchingSettings], ParserPool]
+
+
+@pytest.fixture(scope="session")
+def parser_for() -> Iterator[ParserFor]:
+    """Factory: a parser pool for these [matching] settings, shared by every test that uses the same ones."""
+    pools: dict[MatchingSettings, ParserPool] = {}
+
+    def get(matching: MatchingSettings) -> ParserPool:
+        if matching not in pools:
+            pools[matching] = ParserPool(matching, workers=2)
+        return pools[matching]
+
+    yield get
+    for pool in pools.values():
+        pool.close()

@@ -16,16 +16,6 @@ from models.activities import log_activity
 from models.db import transaction
 from models.deals import move_deal_to_stage
 from models.email_log import (
-    OUTCOME_DUPLICATE,
-    OUTCOME_LOGGED,
-    OUTCOME_QUARANTINED,
-    OUTCOME_SKIPPED,
-    ContactCandidate,
-    EmailAttachmentData,
-    EmailData,
-    EmailPlacement,
-    EmailToRecord,
-    MessageRef,
     link_email_to_deal,
     pending_quarantine,
     quarantine_message,
@@ -34,6 +24,19 @@ from models.email_log import (
     resolve_quarantine,
 )
 from models.errors import DomainError
+from models.messages import (
+    Address,
+    Attachment,
+    Direction,
+    Email,
+    EmailToRecord,
+    MessageBody,
+    MessageHeaders,
+    MessageRef,
+    NewContact,
+    Outcome,
+    Placement,
+)
 from models.schema import (
     Activity,
     ActivityKind,
@@ -51,6 +54,13 @@ from tests.fixtures.factories import NOW, stage_named
 _uids = iter(range(1, 1_000_000))
 
 
+OUTCOME_LOGGED, OUTCOME_DUPLICATE, OUTCOME_QUARANTINED = (
+    Outcome.LOGGED,
+    Outcome.DUPLICATE,
+    Outcome.QUARANTINED,
+)
+
+
 def email(
     message_id: str = "<m1@mail.test>",
     *,
@@ -58,42 +68,38 @@ def email(
     in_reply_to: tuple[str, ...] = (),
     references: tuple[str, ...] = (),
     sent_at: datetime | None = NOW - timedelta(hours=1),
-    **overrides: Any,
-) -> EmailData:
-    values: dict[str, Any] = dict(
-        content_key=f"mid:{message_id}",
+    text: str = "Hi Pat,\nhere is the proposal.\n",
+    attachments: tuple[Attachment, ...] = (),
+) -> Email:
+    headers = MessageHeaders(
         message_id=message_id,
         subject=subject,
-        sent_at=sent_at,
-        from_address="Jane Rep <jane@team.example>",
-        to_addresses=("Pat Prospect <pat@acme.example>",),
-        cc_addresses=(),
+        date=sent_at,
+        from_=(Address("Jane Rep", "jane@team.example"),),
+        sender=(),
+        reply_to=(),
+        to=(Address("Pat Prospect", "pat@acme.example"),),
+        cc=(),
+        bcc=(),
         in_reply_to=in_reply_to,
         references=references,
-        text="Hi Pat,\nhere is the proposal.\n",
-        html="<p>Hi Pat</p>",
-        snippet="Hi Pat, here is the proposal.",
-        attachments=(),
-        truncated=False,
     )
-    values.update(overrides)
-    return EmailData(**values)
+    body = MessageBody(
+        text=text, html="<p>Hi Pat</p>", snippet="Hi Pat, here is the proposal.", attachments=attachments
+    )
+    return Email(headers, body, content_key=f"mid:{message_id}")
 
 
-def to(
-    *addresses: str, create: bool = True, direction: str = "out", freemail: bool = False
-) -> EmailPlacement:
-    return EmailPlacement(
-        direction=direction,
-        candidates=tuple(
-            ContactCandidate(
-                a,
-                "Pat Prospect" if a.startswith("pat@") else "",
-                create,
-                None if freemail else a.split("@")[1],
-            )
-            for a in addresses
-        ),
+def to(*addresses: str, create: bool = True, direction: str = "out", freemail: bool = False) -> Placement:
+    """Where matching would file an email: create the addresses as contacts, or link them as known ones."""
+    new = tuple(
+        NewContact(a, "Pat Prospect" if a.startswith("pat@") else "", None if freemail else a.split("@")[1])
+        for a in addresses
+    )
+    return Placement(
+        direction=Direction(direction),
+        link=() if create else addresses,
+        create=new if create else (),
         author_email="jane@team.example" if direction == "out" else None,
     )
 
@@ -110,7 +116,7 @@ def test_outbound_email_creates_contact_company_and_activity(
     session: Session, make_user: Callable[..., Any]
 ) -> None:
     jane = make_user("jane@team.example", name="Jane Rep")
-    attachment = EmailAttachmentData("quote.pdf", "application/pdf", 4, b"%PDF")
+    attachment = Attachment("quote.pdf", "application/pdf", 4, b"%PDF")
     outcome = record_email(
         session, email(attachments=(attachment,)), to("pat@acme.example"), ref=ref(), now=NOW, owner=jane
     )
@@ -175,14 +181,17 @@ def test_freemail_contacts_get_no_company(session: Session) -> None:
     assert count(session, Company) == 0
 
 
-def test_unknown_address_that_may_not_be_created_is_skipped(session: Session) -> None:
+def test_recording_never_decides_a_placement_naming_a_contact_that_is_gone_is_set_aside(
+    session: Session,
+) -> None:
     outcome = record_email(
         session, email(), to("pat@acme.example", create=False, direction="in"), ref=ref(), now=NOW
     )
     session.commit()
-    assert outcome.outcome == OUTCOME_SKIPPED
+    assert outcome.outcome == OUTCOME_QUARANTINED and outcome.reason is not None
+    assert outcome.reason.startswith("contact gone: pat@acme.example")
     assert count(session, Activity) == 0 and count(session, Contact) == 0
-    assert session.scalar(select(SeenMessage.outcome)) == OUTCOME_SKIPPED
+    assert count(session, SeenMessage) == 0  # the caller quarantines it with its raw bytes
 
 
 def test_name_comes_from_the_address_when_there_is_no_display_name(session: Session) -> None:
@@ -314,11 +323,11 @@ def test_a_batch_is_filed_at_once_as_if_one_message_at_a_time(
         EmailToRecord(email("<b3@x>"), to("who@else.example", create=False, direction="in"), ref()),
         EmailToRecord(email("<b4@x>"), to("pat@acme.example"), ref()),
     ]
-    outcomes = record_emails(session, batch, now=NOW, owner=jane)
+    outcomes = record_emails(session, batch, now=NOW, owner=jane).outcomes
     session.commit()
 
     assert [o.outcome for o in outcomes] == [
-        OUTCOME_LOGGED, OUTCOME_LOGGED, OUTCOME_DUPLICATE, OUTCOME_SKIPPED, OUTCOME_LOGGED,
+        OUTCOME_LOGGED, OUTCOME_LOGGED, OUTCOME_DUPLICATE, OUTCOME_QUARANTINED, OUTCOME_LOGGED,
     ]  # fmt: skip
     first, reply, copy, _, other = outcomes
     assert (first.deal_id, first.contacts_created, first.companies_created) == (renewal.id, 1, 1)
@@ -343,7 +352,7 @@ def test_a_batch_is_filed_at_once_as_if_one_message_at_a_time(
     kim_now = session.get(Contact, kim.id)
     assert kim_now is not None and kim_now.last_activity_at == NOW - timedelta(hours=1)
     outcomes_seen = sorted(session.scalars(select(SeenMessage.outcome)))
-    assert outcomes_seen == sorted([OUTCOME_LOGGED] * 3 + [OUTCOME_DUPLICATE, OUTCOME_SKIPPED])
+    assert outcomes_seen == sorted([OUTCOME_LOGGED] * 3 + [OUTCOME_DUPLICATE])
 
 
 def test_a_batch_costs_the_same_statements_for_five_messages_as_for_fifty(
@@ -354,7 +363,7 @@ def test_a_batch_costs_the_same_statements_for_five_messages_as_for_fifty(
     def statements_for(n: int, tag: str) -> int:
         batch = [
             EmailToRecord(
-                email(f"<{tag}{i}@x>", attachments=(EmailAttachmentData("a.txt", "text/plain", 1, b"a"),)),
+                email(f"<{tag}{i}@x>", attachments=(Attachment("a.txt", "text/plain", 1, b"a"),)),
                 to(f"p{i}@{tag}{i % 3}.example", "pat@acme.example"),
                 ref(),
             )
@@ -368,7 +377,7 @@ def test_a_batch_costs_the_same_statements_for_five_messages_as_for_fifty(
         event.listen(db.engine, "before_cursor_execute", count_statement)
         try:
             with transaction(db.sessions) as session:
-                outcomes = record_emails(session, batch, now=NOW)
+                outcomes = record_emails(session, batch, now=NOW).outcomes
         finally:
             event.remove(db.engine, "before_cursor_execute", count_statement)
         assert [o.outcome for o in outcomes] == [OUTCOME_LOGGED] * n
@@ -508,11 +517,11 @@ def test_two_daemons_racing_on_overlapping_batches_make_each_record_once(db: Tes
     ]
     results: dict[str, Any] = {}
     with transaction(db.sessions) as first:
-        results["a"] = record_emails(first, first_batch, now=NOW)
+        results["a"] = record_emails(first, first_batch, now=NOW).outcomes
 
         def second() -> None:
             with transaction(db.sessions) as other:
-                results["b"] = record_emails(other, second_batch, now=NOW)
+                results["b"] = record_emails(other, second_batch, now=NOW).outcomes
 
         thread = threading.Thread(target=second)
         thread.start()

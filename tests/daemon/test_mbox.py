@@ -10,11 +10,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from daemon.matching import Team
 from daemon.mbox import MboxError, import_mbox, mbox_folder
 from daemon.sync import sync_mailbox
 from models.schema import Activity, Contact, SeenMessage
-from settings import MailboxSettings, Secret
-from tests.daemon.conftest import MakeMailbox, build_message, make_settings
+from settings import MailboxSettings, MatchingSettings, Secret
+from tests.daemon.conftest import MakeMailbox, build_message, make_settings, team_of
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.factories import NOW
@@ -62,8 +63,10 @@ def test_mbox_import_files_messages_and_resumes_without_duplicates(
     settings = make_settings(box, batch_size=3)
     seen_progress: list[tuple[int, int]] = []
 
-    result = import_mbox(settings, box, sqlite_db.sessions, path, now_fn=lambda: NOW,
-                         progress=lambda done, total: seen_progress.append((done, total)))  # fmt: skip
+    result = import_mbox(
+        box, sqlite_db.sessions, path, matching=settings.matching, team=team_of(settings), now_fn=lambda: NOW,
+        progress=lambda done, total: seen_progress.append((done, total)),
+    )  # fmt: skip
     assert (result.new, result.logged, result.contacts_created, result.skipped) == (8, 7, 7, 1)
     assert seen_progress == [(0, 8), (3, 8), (6, 8), (8, 8)]
     assert count(session, Activity) == 7
@@ -73,7 +76,8 @@ def test_mbox_import_files_messages_and_resumes_without_duplicates(
     activity = session.scalar(select(Activity).where(Activity.subject == "Offer 0"))
     assert activity is not None and [(s.mailbox, s.folder) for s in activity.sightings] == [("jane", folder)]
 
-    again = import_mbox(settings, box, sqlite_db.sessions, path, now_fn=lambda: NOW)
+    again = import_mbox(box, sqlite_db.sessions, path, matching=settings.matching, team=team_of(settings),
+                        now_fn=lambda: NOW)  # fmt: skip
     assert (again.new, again.logged) == (0, 0)
     assert count(session, Activity) == 7 and count(session, SeenMessage) == 8
 
@@ -89,10 +93,13 @@ def test_mbox_import_after_the_sync_only_adds_sightings(
     settings = make_settings(box)
     raw = build_message(from_="jane@team.example", to="Pat <pat@acme.example>", subject="Proposal")
     dovecot.append(box.username, "INBOX", [raw])
-    assert sync_mailbox(settings, box, sqlite_db.sessions, now_fn=lambda: NOW, folders=["INBOX"]).logged == 1
+    synced = sync_mailbox(box, sqlite_db.sessions, matching=settings.matching, team=team_of(settings),
+                          now_fn=lambda: NOW, folders=["INBOX"])  # fmt: skip
+    assert synced.logged == 1
     older = build_message(from_="jane@team.example", to="pat@acme.example", subject="Older mail")
     path = write_mbox(tmp_path / "export.mbox", [raw, older])
-    result = import_mbox(settings, box, sqlite_db.sessions, path, now_fn=lambda: NOW)
+    result = import_mbox(box, sqlite_db.sessions, path, matching=settings.matching, team=team_of(settings),
+                         now_fn=lambda: NOW)  # fmt: skip
     assert (result.new, result.logged, result.duplicates, result.contacts_created) == (2, 2, 1, 0)
     assert count(session, Activity) == 2 and count(session, Contact) == 1
     activity = session.scalar(select(Activity).where(Activity.subject == "Proposal"))
@@ -104,7 +111,7 @@ def test_a_file_that_is_not_an_mbox_is_refused(tmp_path: Path, sqlite_db: TestDa
     path.write_text("just some notes\nnothing to see\n")
     box = offline_mailbox()
     with pytest.raises(MboxError, match="no messages found"):
-        import_mbox(make_settings(box), box, sqlite_db.sessions, path)
+        import_mbox(box, sqlite_db.sessions, path, matching=MatchingSettings(), team=Team())
 
 
 # ---- the command ----------------------------------------------------------------------------------------
@@ -169,7 +176,9 @@ def test_a_message_the_database_refuses_is_quarantined_and_the_rest_of_its_batch
     ]
     path = write_mbox(tmp_path / "batch.mbox", messages)
     box = offline_mailbox()
-    result = import_mbox(make_settings(box, batch_size=10), box, sqlite_db.sessions, path, now_fn=lambda: NOW)
+    settings = make_settings(box, batch_size=10)
+    result = import_mbox(box, sqlite_db.sessions, path, matching=settings.matching, team=team_of(settings),
+                         now_fn=lambda: NOW)  # fmt: skip
     assert (result.new, result.logged, result.quarantined, result.contacts_created) == (5, 4, 1, 4)
     assert sorted(session.scalars(select(Activity.subject))) == ["five", "four", "one", "two"]
     row = session.scalar(select(QuarantinedMessage))

@@ -11,18 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from daemon.parse import (
-    Address,
-    ParsedMessage,
-    ParseError,
-    content_key_for,
-    is_freemail,
-    load_freemail_domains,
-    make_snippet,
-    parse_headers,
-    parse_message,
-    sanitize_html,
-)
+from daemon.matching import automated_reason
+from daemon.parsing.body import ParseError
+from daemon.parsing.content_key import content_key
+from daemon.parsing.headers import parse_headers
+from daemon.parsing.html import sanitize_html
+from daemon.parsing.message import parse_message
+from daemon.parsing.snippet import make_snippet
+from models.messages import Address, Email
+from settings import MatchingSettings
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 
@@ -124,7 +121,7 @@ def test_message_id_date_and_thread_headers() -> None:
     assert headers.in_reply_to == ("<parent@acme.example>",)
     assert headers.references == ("<root@acme.example>", "<parent@acme.example>")
     assert headers.date == datetime(2024, 3, 5, 9, 15, tzinfo=UTC)
-    assert content_key_for(headers) == "mid:<Mixed.Case-1@Vendor.example>"
+    assert content_key(headers) == "mid:<Mixed.Case-1@Vendor.example>"
 
 
 def test_missing_or_garbage_header_values_give_empty_fields() -> None:
@@ -159,19 +156,13 @@ def test_missing_or_garbage_header_values_give_empty_fields() -> None:
 def test_automated_mail_is_recognised(extra_headers: dict[str, str], sender: str, reason: str) -> None:
     raw = message_bytes(extra_headers=extra_headers).replace(b"bob@vendor.example", sender.encode())
 
-    headers = parse_headers(raw)
-
-    assert headers.is_automated
-    assert headers.automated_reason == reason
+    assert automated_reason(parse_headers(raw)) == reason
 
 
 def test_person_to_person_mail_is_not_automated() -> None:
     raw = message_bytes(extra_headers={"Auto-Submitted": "no", "Precedence": "first-class"})
 
-    headers = parse_headers(raw)
-
-    assert not headers.is_automated
-    assert headers.automated_reason is None
+    assert automated_reason(parse_headers(raw)) is None
 
 
 # --- bodies and charsets ---------------------------------------------------------------------------------
@@ -195,8 +186,8 @@ def test_non_utf8_bodies_are_readable(charset: str, text: str) -> None:
 
     parsed = parse_message(message.as_bytes())
 
-    assert parsed.text == text
-    assert parsed.snippet == text
+    assert parsed.body.text == text
+    assert parsed.body.snippet == text
 
 
 def test_8bit_koi8r_body_is_readable() -> None:
@@ -207,7 +198,7 @@ def test_8bit_koi8r_body_is_readable() -> None:
     raw = message.as_bytes()
     assert text.encode("koi8-r") in raw
 
-    assert parse_message(raw).text == text
+    assert parse_message(raw).body.text == text
 
 
 def test_html_only_message_gets_sanitized_html_and_derived_text() -> None:
@@ -222,13 +213,13 @@ def test_html_only_message_gets_sanitized_html_and_derived_text() -> None:
 
     parsed = parse_message(message.as_bytes())
 
-    assert parsed.html is not None
-    assert "<b>quote</b>" in parsed.html
-    assert "steal" not in parsed.html
-    assert "color: red" not in parsed.html
-    assert parsed.text.splitlines()[:2] == ["Thanks Bob,", "we accept the quote."]
-    assert "> Here is the quote" in parsed.text
-    assert parsed.snippet == "Thanks Bob, we accept the quote."
+    assert parsed.body.html is not None
+    assert "<b>quote</b>" in parsed.body.html
+    assert "steal" not in parsed.body.html
+    assert "color: red" not in parsed.body.html
+    assert parsed.body.text.splitlines()[:2] == ["Thanks Bob,", "we accept the quote."]
+    assert "> Here is the quote" in parsed.body.text
+    assert parsed.body.snippet == "Thanks Bob, we accept the quote."
 
 
 def test_alternative_message_keeps_plain_text_and_html() -> None:
@@ -239,9 +230,9 @@ def test_alternative_message_keeps_plain_text_and_html() -> None:
 
     parsed = parse_message(message.as_bytes())
 
-    assert parsed.text == "Plain version"
-    assert parsed.html == "<p>HTML <i>version</i></p>"
-    assert parsed.attachments == ()
+    assert parsed.body.text == "Plain version"
+    assert parsed.body.html == "<p>HTML <i>version</i></p>"
+    assert parsed.body.attachments == ()
 
 
 # --- attachments -----------------------------------------------------------------------------------------
@@ -263,9 +254,9 @@ def message_with_attachments() -> bytes:
 
 
 def test_attachments_metadata_and_size_cutoff() -> None:
-    parsed = parse_message(message_with_attachments(), max_attachment_bytes=5000)
+    parsed = parse_message(message_with_attachments(), MatchingSettings(max_attachment_bytes=5000))
 
-    small, large = parsed.attachments
+    small, large = parsed.body.attachments
     assert (small.filename, small.content_type, small.size, small.content) == (
         "Angebot Müller.pdf",
         "application/pdf",
@@ -278,7 +269,7 @@ def test_attachments_metadata_and_size_cutoff() -> None:
         10240,
         None,
     )
-    assert parsed.text == "See the files."
+    assert parsed.body.text == "See the files."
 
 
 def test_unnamed_attachment_gets_the_same_name_on_every_parse() -> None:
@@ -290,7 +281,7 @@ def test_unnamed_attachment_gets_the_same_name_on_every_parse() -> None:
     message.attach(unnamed)
     raw = message.as_bytes()
 
-    names = {parse_message(raw).attachments[0].filename for _ in range(3)}
+    names = {parse_message(raw).body.attachments[0].filename for _ in range(3)}
 
     assert names == {"attachment-1.bin"}
 
@@ -298,13 +289,17 @@ def test_unnamed_attachment_gets_the_same_name_on_every_parse() -> None:
 def test_message_over_size_limit_keeps_headers_only() -> None:
     raw = message_with_attachments()
 
-    parsed = parse_message(raw, max_message_bytes=len(raw) - 1)
+    parsed = parse_message(raw, MatchingSettings(max_message_bytes=len(raw) - 1))
 
-    assert parsed.truncated
-    assert parsed.size == len(raw)
+    assert parsed.body.truncated
     assert parsed.headers.subject == "Files"
-    assert (parsed.text, parsed.html, parsed.snippet, parsed.attachments) == ("", None, "", ())
-    assert parsed.content_key == content_key_for(parse_headers(raw))
+    assert (parsed.body.text, parsed.body.html, parsed.body.snippet, parsed.body.attachments) == (
+        "",
+        None,
+        "",
+        (),
+    )
+    assert parsed.content_key == content_key(parse_headers(raw))
 
 
 # --- content key -----------------------------------------------------------------------------------------
@@ -344,11 +339,11 @@ def test_different_body_gives_different_key() -> None:
 def test_message_id_key_needs_no_body_and_survives_absurd_length() -> None:
     raw = message_bytes()
     expected = "mid:<quote-1@vendor.example>"
-    assert parse_message(raw).content_key == content_key_for(parse_headers(raw)) == expected
+    assert parse_message(raw).content_key == content_key(parse_headers(raw)) == expected
 
     long_id = "<" + "x" * 2000 + "@example.com>"
     headers = parse_headers(f"Message-ID: {long_id}\r\n\r\n".encode())
-    key = content_key_for(headers)
+    key = content_key(headers)
     assert key.startswith("mid:sha256:")
     assert len(key) <= 1000
 
@@ -423,15 +418,18 @@ def test_snippet_is_cut_on_a_word_boundary() -> None:
 
 
 def test_mail_parser_failure_falls_back_to_the_email_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(raw: bytes) -> None:
+    def broken(message: object) -> None:
         raise ValueError("mail-parser cannot cope")
 
-    monkeypatch.setattr("daemon.parse.mailparser.parse_from_bytes", broken)
+    monkeypatch.setattr("daemon.parsing.body.mailparser.MailParser", broken)
 
     parsed = parse_message(message_with_attachments())
 
-    assert parsed.text == "See the files."
-    assert [attachment.filename for attachment in parsed.attachments] == ["Angebot Müller.pdf", "Größe.bin"]
+    assert parsed.body.text == "See the files."
+    assert [attachment.filename for attachment in parsed.body.attachments] == [
+        "Angebot Müller.pdf",
+        "Größe.bin",
+    ]
 
 
 def test_unreadable_input_raises_parse_error_with_a_reason() -> None:
@@ -468,25 +466,9 @@ def test_every_corpus_message_is_parsed_or_refused_with_a_reason() -> None:
         except ParseError as error:
             assert str(error), path
         else:
-            assert isinstance(result, ParsedMessage), path
+            assert isinstance(result, Email), path
             assert result.headers == headers, path
-            assert "\x00" not in result.text, path
+            assert "\x00" not in result.body.text, path
             parsed += 1
     # Only input without a single header field is refused (the corpus has a digest body saved on its own).
     assert parsed >= len(files) - 3
-
-
-# --- free-mail domains -----------------------------------------------------------------------------------
-
-
-def test_freemail_domains_and_globs() -> None:
-    freemail = load_freemail_domains(extra=["Example-Free.TEST  # added by this deployment"])
-
-    assert len(freemail) >= 60
-    assert is_freemail("gmail.com", freemail)
-    assert is_freemail("yahoo.co.uk", freemail)
-    assert is_freemail("gmx.de", freemail)
-    assert is_freemail("Hotmail.FR", freemail)
-    assert is_freemail("example-free.test", freemail)
-    assert not is_freemail("acme.com", freemail)
-    assert not is_freemail("", freemail)

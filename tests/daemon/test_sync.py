@@ -24,7 +24,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from daemon.imap import ImapSession, ImapTarget
-from daemon.sync import SyncResult, mailbox_target, next_backoff, sync_mailbox
+from daemon.sync import MailboxConnections, SyncResult, next_backoff, sync_mailbox
 from models.deals import move_deal_to_stage
 from models.schema import (
     Activity,
@@ -37,7 +37,7 @@ from models.schema import (
     SeenMessage,
 )
 from settings import MailboxSettings, Settings
-from tests.daemon.conftest import MakeMailbox, build_message, make_settings, message_id_of
+from tests.daemon.conftest import MakeMailbox, ParserFor, build_message, make_settings, message_id_of, team_of
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.factories import NOW, stage_named
@@ -69,9 +69,9 @@ class CountingSession(ImapSession):
         self.calls.append(f"EXAMINE {folder}")
         return super().select_readonly(folder)
 
-    def fetch_headers(self, uids: Any) -> Any:
+    def fetch_headers(self, uids: Any, max_bytes: int | None = None) -> Any:
         self.calls.append(f"FETCH HEADER {len(uids)}")
-        return super().fetch_headers(uids)
+        return super().fetch_headers(uids, max_bytes)
 
     def fetch_messages(self, uids: Any) -> Any:
         self.calls.append(f"FETCH BODY {len(uids)}")
@@ -79,13 +79,15 @@ class CountingSession(ImapSession):
 
 
 @pytest.fixture
-def sync(sqlite_db: TestDatabase, session: Session) -> Callable[..., SyncResult]:
+def sync(sqlite_db: TestDatabase, session: Session, parser_for: ParserFor) -> Callable[..., SyncResult]:
     def run(
         settings: Settings, mailbox: MailboxSettings | None = None, *, now: Any = NOW, **kwargs: Any
     ) -> SyncResult:
+        kwargs.setdefault("parser", parser_for(settings.matching))
         result = sync_mailbox(
-            settings, mailbox or settings.mailboxes[0], sqlite_db.sessions, now_fn=lambda: now, **kwargs
-        )
+            mailbox or settings.mailboxes[0], sqlite_db.sessions, matching=settings.matching,
+            team=team_of(settings), now_fn=lambda: now, **kwargs,
+        )  # fmt: skip
         session.rollback()  # end the test's read snapshot: what follows reads what the sync committed
         return result
 
@@ -165,15 +167,17 @@ def test_a_poll_with_nothing_new_is_one_status_per_folder(
     assert CountingSession.calls == ["STATUS INBOX", "STATUS Sent"]
     assert count(session, SeenMessage) == 4
 
-    # the daemon may keep one connection across polls: it is reused and left open
+    # the daemon keeps one connection per folder across polls: they are reused and left open
     CountingSession.calls = []
-    kept = CountingSession(mailbox_target(box))
+    kept = MailboxConnections(box, CountingSession)
     try:
         for _ in range(2):
-            assert sync(settings, imap=kept).error is None
+            assert sync(settings, connections=kept).error is None
         dovecot.append(user_of(box), "INBOX", [outbound(subject="One more")])
-        assert sync(settings, imap=kept).logged == 1
-        assert kept.capabilities  # still logged in
+        assert sync(settings, connections=kept).logged == 1
+        assert kept.for_folder("INBOX") is kept.for_folder("INBOX")
+        assert kept.for_folder("INBOX") is not kept.for_folder("Sent")
+        assert kept.for_folder("Sent").capabilities  # still logged in
     finally:
         kept.close()
     assert CountingSession.calls[:4] == ["STATUS INBOX", "STATUS Sent"] * 2
