@@ -200,3 +200,21 @@ def test_bad_rows_in_later_chunks_do_not_lose_earlier_or_later_rows(db, write_cs
     assert out.getvalue() == f"{path}: contacts: 23 created, 0 updated, 2 skipped\n"
     assert count(db, Contact) == 23
     assert count(db, Company) == 1
+
+
+def test_company_domains_follow_the_one_domain_rule(cli, db, write_csv):
+    path = write_csv(
+        "domains.csv",
+        HEADER
+        + "Ann,ann@acme.co.uk,,,Acme,acme.co.uk,,\n"  # line 2
+        + "Bea,bea@x.co.uk,,,Shared,co.uk,,\n"  # 3: a public suffix is nobody's domain
+        + "Cy,cy@y.example,,,Bad,not a domain,,\n",  # 4
+    )
+    result = cli("import", "contacts", str(path))
+    assert result.code == 1
+    assert result.err_lines[:2] == [
+        f"{path}:3: skipped: company_domain: co.uk is a public suffix shared by many owners, "
+        "not a company's domain",
+        f"{path}:4: skipped: company_domain: 'not a domain' is not a domain name",
+    ]
+    assert contacts_by_email(db)["ann@acme.co.uk"]["domains"] == ["acme.co.uk"]

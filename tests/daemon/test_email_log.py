@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from models.activities import log_activity
 from models.db import transaction
 from models.deals import move_deal_to_stage
+from models.domains import company_domain_of
 from models.email_log import (
     link_email_to_deal,
     pending_quarantine,
@@ -93,7 +94,11 @@ def email(
 def to(*addresses: str, create: bool = True, direction: str = "out", freemail: bool = False) -> Placement:
     """Where matching would file an email: create the addresses as contacts, or link them as known ones."""
     new = tuple(
-        NewContact(a, "Pat Prospect" if a.startswith("pat@") else "", None if freemail else a.split("@")[1])
+        NewContact(
+            a,
+            "Pat Prospect" if a.startswith("pat@") else "",
+            None if freemail else company_domain_of(a.split("@")[1]),
+        )
         for a in addresses
     )
     return Placement(
@@ -556,3 +561,20 @@ def _wait_for_lock_wait(db: TestDatabase) -> None:
             conn.rollback()
             time.sleep(0.02)
     raise AssertionError("the second writer never waited on the first")
+
+
+def test_a_new_contact_joins_the_company_owning_the_most_specific_of_its_domains(
+    session: Session, make_company: Callable[..., Any]
+) -> None:
+    acme = make_company("Acme", domain="acme.example")
+    europe = make_company("Acme Europe", domain="eu.acme.example")
+    record_email(session, email("<d1@x>"), to("lee@mail.eu.acme.example"), ref=ref(), now=NOW)
+    record_email(session, email("<d2@x>"), to("kim@us.acme.example"), ref=ref(), now=NOW)
+    record_email(session, email("<d3@x>"), to("zoe@sales.initech.example"), ref=ref(), now=NOW)
+    session.commit()
+    companies = dict(session.execute(select(ContactEmail.email, Contact.company_id).join(Contact)).all())
+    assert companies["lee@mail.eu.acme.example"] == europe.id
+    assert companies["kim@us.acme.example"] == acme.id
+    initech = session.scalar(select(Company).where(Company.id == companies["zoe@sales.initech.example"]))
+    assert initech is not None and initech.name == "Initech"
+    assert [d.domain for d in initech.domains] == ["initech.example"]

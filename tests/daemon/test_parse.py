@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from daemon.matching import automated_reason
-from daemon.parsing.body import ParseError
+from daemon.parsing.body import PART_FIELD_MAX_BYTES, ParseError, cap_part_fields
 from daemon.parsing.content_key import content_key
 from daemon.parsing.headers import parse_headers
 from daemon.parsing.html import sanitize_html
@@ -472,3 +472,58 @@ def test_every_corpus_message_is_parsed_or_refused_with_a_reason() -> None:
             parsed += 1
     # Only input without a single header field is refused (the corpus has a digest body saved on its own).
     assert parsed >= len(files) - 3
+
+
+# --- caps ------------------------------------------------------------------------------------------------
+
+
+def test_a_header_block_over_the_cap_is_cut_after_a_whole_line() -> None:
+    recipients = ",\r\n ".join(f"person{i}@company{i}.example" for i in range(5000))
+    raw = f"From: a@b.example\r\nSubject: many\r\nTo: {recipients}\r\n\r\nbody\r\n".encode()
+
+    headers = parse_headers(raw, max_header_bytes=4096)
+
+    assert headers.truncated and headers.subject == "many"
+    assert 100 < len(headers.to) < 200
+    assert all(a.email.endswith(".example") for a in headers.to)  # no address read half-written
+    assert not parse_headers(message_bytes()).truncated
+
+
+def test_mime_parts_past_the_caps_are_left_out_and_the_body_marked_truncated() -> None:
+    message = MIMEMultipart()
+    message["From"] = "bob@vendor.example"
+    message.attach(MIMEText("See the files.\n"))
+    for index in range(30):
+        part = MIMEApplication(b"data", "octet-stream")
+        part.add_header("Content-Disposition", "attachment", filename=f"file{index}.bin")
+        message.attach(part)
+
+    capped = parse_message(message.as_bytes(), MatchingSettings(max_mime_parts=10))
+    full = parse_message(message.as_bytes())
+
+    assert capped.body.truncated and capped.body.text == "See the files."
+    assert [a.filename for a in capped.body.attachments] == [f"file{i}.bin" for i in range(8)]
+    assert not full.body.truncated and len(full.body.attachments) == 30
+
+
+def test_mime_nested_past_the_depth_cap_is_left_out() -> None:
+    body = b"Content-Type: text/plain\r\n\r\ndeep down\r\n"
+    for depth in range(10):
+        body = (
+            b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (depth, depth)
+            + body
+            + b"\r\n--b%d--\r\n" % depth
+        )
+    raw = b"From: a@example.com\r\nSubject: nested\r\n" + body
+
+    assert parse_message(raw).body.text == "deep down"
+    shallow = parse_message(raw, MatchingSettings(max_mime_depth=5))
+    assert shallow.body.truncated and shallow.body.text == ""
+
+
+def test_content_fields_of_parts_are_capped_before_any_parser_reads_them() -> None:
+    field = b"Content-Type: text/plain; charset=utf-8" + b";" * 60_000 + b"; format=flowed"
+    capped = cap_part_fields(b"--b\r\n" + field + b"\r\n\r\ntext\r\n")
+    assert capped == b"--b\r\nContent-Type: text/plain; charset=utf-8; format=flowed\r\n\r\ntext\r\n"
+    long_value = b"Content-Disposition: attachment; filename*0=" + b"x" * 10_000 + b"\r\n\r\n"
+    assert len(cap_part_fields(long_value).split(b"\r\n")[0]) <= PART_FIELD_MAX_BYTES
