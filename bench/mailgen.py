@@ -56,6 +56,9 @@ MIX: tuple[tuple[str, int], ...] = (
     ("unknown", 25),
 )
 LOGGED_KINDS = frozenset({"client_in", "client_out"})
+# Every message client mail a CRM logs (inbound from known contacts, outbound by the rep), in the same
+# proportion as in MIX: the "all logged" mailbox of bench/ingest.py.
+ALL_LOGGED: tuple[tuple[str, int], ...] = (("client_in", 8), ("client_out", 7))
 KNOWN_CONTACT_COUNT = 160
 CLIENT_COMPANY_COUNT = 40
 
@@ -179,9 +182,12 @@ def generate_messages(n: int, *, team_domain: str, seed: int = 1, start: int = 0
     ]
 
 
-def generate_mailbox(n: int, *, team_domain: str, seed: int = 1, start: int = 0) -> GeneratedMailbox:
-    """n messages with their kind and folder, plus the contacts a CRM already knows (independent of n)."""
-    world = _World(team_domain, seed)
+def generate_mailbox(
+    n: int, *, team_domain: str, seed: int = 1, start: int = 0, mix: Sequence[tuple[str, int]] = MIX
+) -> GeneratedMailbox:
+    """n messages with their kind and folder, plus the contacts a CRM already knows (independent of n).
+    `mix` gives the kinds of message and their shares (ALL_LOGGED: only mail a CRM logs)."""
+    world = _World(team_domain, seed, mix)
     messages = [world.message(index) for index in range(start, start + n)]
     return GeneratedMailbox(messages=messages, known_contacts=list(world.known))
 
@@ -211,9 +217,11 @@ class _Person:
 class _World:
     """The cast (team, client companies and their contacts) drawn once from the seed."""
 
-    def __init__(self, team_domain: str, seed: int) -> None:
+    def __init__(self, team_domain: str, seed: int, mix: Sequence[tuple[str, int]] = MIX) -> None:
         self.team_domain = team_domain.lower()
         self.seed = seed
+        self.kinds = [k for k, _ in mix]
+        self.weights = [w for _, w in mix]
         rng = random.Random(f"mailgen-world:{seed}")
         self.team = [_Person(name, f"{local}@{self.team_domain}") for name, local in _TEAM]
         self.owner = self.team[0]
@@ -245,7 +253,7 @@ class _World:
 
     def message(self, index: int) -> GeneratedMessage:
         rng = random.Random(self.seed * 1_000_003 + index)
-        kind = rng.choices([k for k, _ in MIX], weights=[w for _, w in MIX])[0]
+        kind = rng.choices(self.kinds, weights=self.weights)[0]
         date = EPOCH + timedelta(seconds=index * SECONDS_PER_MESSAGE + rng.randrange(SECONDS_PER_MESSAGE))
         wanted = int(min(MAX_SIZE, max(MIN_SIZE, rng.lognormvariate(math.log(MEDIAN_SIZE), SIZE_SIGMA))))
         build = getattr(self, f"_{kind}")

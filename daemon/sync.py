@@ -42,9 +42,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Table, select, update
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -55,7 +55,7 @@ from daemon.parsing.headers import parse_headers
 from daemon.parsing.message import assemble
 from daemon.workers import ParseFailure, ParseResult, ParserPool, StopRequested, wait_for
 from models.contacts import contact_ids_by_email
-from models.db import transaction
+from models.db import dialect_insert, transaction
 from models.email_log import (
     PendingQuarantine,
     RecordOutcome,
@@ -84,6 +84,9 @@ from models.schema import FolderSyncState, MailboxStatus, User
 from settings import MailboxSettings, MatchingSettings
 
 log = logging.getLogger("threadline.sync")
+
+_FOLDERS: Table = FolderSyncState.__table__  # type: ignore[assignment]
+_STATUS: Table = MailboxStatus.__table__  # type: ignore[assignment]
 
 # Backoff of a failing mailbox: 30 s, 1 min, 2 min, ... capped at 30 min; a refused login starts at 5 min
 # and caps at 6 h, because hammering a wrong password gets accounts locked.
@@ -185,36 +188,49 @@ def mailbox_target(mailbox: MailboxSettings) -> ImapTarget:
 
 
 class MailboxConnections:
-    """The IMAP connections of one mailbox, one per folder, kept open from poll to poll by the daemon.
+    """The IMAP connections of one mailbox: one per folder, kept open from poll to poll by the daemon, or
+    one for every folder for a single pass (`per_folder=False`: each extra login costs more than it saves).
 
     Servers such as Dovecot answer STATUS for the folder a connection last looked at in ~2 ms, but take 20-50
-    ms when one connection alternates between big folders, so each folder keeps its own connection. A
+    ms when one connection alternates between big folders, so a daemon keeps a connection per folder. A
     connection that fails is dropped (ImapSession does that) and opened again on next use.
     """
 
     def __init__(
-        self, mailbox: MailboxSettings, factory: Callable[[ImapTarget], ImapSession] = ImapSession
+        self,
+        mailbox: MailboxSettings,
+        factory: Callable[[ImapTarget], ImapSession] = ImapSession,
+        *,
+        per_folder: bool = True,
     ) -> None:
         self.mailbox = mailbox
         self.factory = factory
+        self.per_folder = per_folder
         self._sessions: dict[str, ImapSession] = {}
         self._folders: list[str] | None = None
 
     def for_folder(self, folder: str) -> ImapSession:
-        session = self._sessions.get(folder)
+        key = folder if self.per_folder else ""
+        session = self._sessions.get(key)
         if session is None:
-            session = self._sessions[folder] = self.factory(mailbox_target(self.mailbox))
+            session = self._sessions[key] = self.factory(mailbox_target(self.mailbox))
         session.connect()
         return session
 
     def folders(self) -> list[str]:
-        """The configured folders, else INBOX plus the folder the server marks \\Sent (looked up once)."""
+        """The configured folders, else INBOX plus the folder the server marks \\Sent (LIST once)."""
         if self.mailbox.folders:
             return list(self.mailbox.folders)
         if self._folders is None:
             sent = self.for_folder("INBOX").sent_folder()
             self._folders = ["INBOX"] if sent is None or sent.upper() == "INBOX" else ["INBOX", sent]
         return list(self._folders)
+
+    def remember_folders(self, synced: Sequence[str]) -> None:
+        """The folders an earlier run synced (saved with their cursors): used instead of a LIST, which a poll
+        with nothing new cannot afford; a failing folder makes the next run LIST again."""
+        if self._folders is None and "INBOX" in synced:
+            self._folders = ["INBOX", *sorted(f for f in synced if f != "INBOX")]
 
     def forget_folders(self) -> None:
         """The folder list may have changed (a folder failed): look it up again next time."""
@@ -256,24 +272,37 @@ def sync_mailbox(
     own_parser = parser is None
     pool = parser if parser is not None else ParserPool(matching)
     own_connections = connections is None
-    imap = connections if connections is not None else MailboxConnections(mailbox, imap_factory)
+    imap = (
+        connections
+        if connections is not None
+        else MailboxConnections(mailbox, imap_factory, per_folder=False)
+    )
     pipeline = Pipeline(
         mailbox, sessions, matching=matching, team=team, parser=pool, now_fn=now_fn, stop=stop
     )
     errors: list[str] = []
     auth_failed = False
-    previous: MailboxStatus | None = None
+    previous: tuple[str | None, int | None, datetime | None] | None = None
     try:
-        # one read for everything a poll with nothing new needs from the database
+        # one read for everything a poll with nothing new needs from the database (Core statements: a poll
+        # must not pay for configuring the ORM)
         with sessions() as session:
             states = {
-                row.folder: (row.uidvalidity, row.last_uid)
-                for row in session.scalars(
-                    select(FolderSyncState).where(FolderSyncState.mailbox == mailbox.name)
+                folder: (uidvalidity, last_uid)
+                for folder, uidvalidity, last_uid in session.execute(
+                    select(_FOLDERS.c.folder, _FOLDERS.c.uidvalidity, _FOLDERS.c.last_uid).where(
+                        _FOLDERS.c.mailbox == mailbox.name
+                    )
                 )
             }
-            previous = session.scalar(select(MailboxStatus).where(MailboxStatus.mailbox == mailbox.name))
+            row = session.execute(
+                select(_STATUS.c.last_error, _STATUS.c.consecutive_failures, _STATUS.c.last_success_at).where(
+                    _STATUS.c.mailbox == mailbox.name
+                )
+            ).first()
+            previous = (row[0], row[1], row[2]) if row is not None else None
             due = pending_quarantine(session, mailbox.name, now=attempt_at)
+        imap.remember_folders([f for f in states if not f.startswith("mbox:")])
         for folder in folders or imap.folders():
             if pipeline.stopping:
                 break
@@ -324,13 +353,17 @@ def sync_mailbox(
 _STATUS_REFRESH = timedelta(seconds=60)
 
 
-def _recently_healthy(status: MailboxStatus | None, now: datetime) -> bool:
+def _recently_healthy(status: tuple[str | None, int | None, datetime | None] | None, now: datetime) -> bool:
+    """Whether the last poll succeeded less than _STATUS_REFRESH ago (then a poll with nothing new writes
+    nothing)."""
+    if status is None:
+        return False
+    last_error, failures, last_success_at = status
     return (
-        status is not None
-        and status.last_error is None
-        and not status.consecutive_failures
-        and status.last_success_at is not None
-        and now - status.last_success_at < _STATUS_REFRESH
+        last_error is None
+        and not failures
+        and last_success_at is not None
+        and (now - last_success_at < _STATUS_REFRESH)
     )
 
 
@@ -905,23 +938,6 @@ def _folder_state(session: Session, mailbox: str, folder: str) -> FolderSyncStat
     return state
 
 
-def _mailbox_status(session: Session, mailbox: str) -> MailboxStatus:
-    status = session.scalar(select(MailboxStatus).where(MailboxStatus.mailbox == mailbox))
-    if status is not None:
-        return status
-    status = MailboxStatus(mailbox=mailbox, consecutive_failures=0)
-    try:
-        with session.begin_nested():
-            session.add(status)
-            session.flush()
-    except IntegrityError:
-        found = session.scalar(select(MailboxStatus).where(MailboxStatus.mailbox == mailbox))
-        if found is None:
-            raise
-        return found
-    return status
-
-
 def _record_mailbox_status(
     sessions: sessionmaker[Session],
     mailbox: str,
@@ -932,20 +948,27 @@ def _record_mailbox_status(
     auth: bool,
     rng: random.Random | None,
 ) -> None:
+    """The mailbox's health after a poll, with its next attempt time after a failure (Core statements)."""
     with transaction(sessions) as session:
-        status = _mailbox_status(session, mailbox)
-        status.last_attempt_at = attempt_at
+        failures = session.scalar(select(_STATUS.c.consecutive_failures).where(_STATUS.c.mailbox == mailbox))
+        if failures is None:
+            insert_status = dialect_insert(session)(_STATUS).on_conflict_do_nothing(
+                index_elements=["mailbox"]
+            )
+            session.execute(insert_status, [{"mailbox": mailbox, "consecutive_failures": 0}])
+            failures = 0
+        values: dict[str, Any] = {"last_attempt_at": attempt_at}
         if error is None:
-            status.last_success_at = now
-            status.last_error = None
-            status.consecutive_failures = 0
-            status.next_attempt_at = None
-            return
-        failures = (status.consecutive_failures or 0) + 1
-        status.consecutive_failures = failures
-        status.last_error = error[:2000]
-        status.last_error_at = now
-        status.next_attempt_at = now + timedelta(seconds=next_backoff(failures, auth=auth, rng=rng))
+            values.update(last_success_at=now, last_error=None, consecutive_failures=0, next_attempt_at=None)
+        else:
+            failures += 1
+            values.update(
+                consecutive_failures=failures,
+                last_error=error[:2000],
+                last_error_at=now,
+                next_attempt_at=now + timedelta(seconds=next_backoff(failures, auth=auth, rng=rng)),
+            )
+        session.execute(update(_STATUS).where(_STATUS.c.mailbox == mailbox).values(**values))
 
 
 def _record_folder_error(pipeline: Pipeline, folder: str, message: str) -> None:

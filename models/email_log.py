@@ -85,6 +85,7 @@ _ACTIVITIES: Table = Activity.__table__  # type: ignore[assignment]
 _ATTACHMENTS: Table = Attachment.__table__  # type: ignore[assignment]
 _SIGHTINGS: Table = EmailSighting.__table__  # type: ignore[assignment]
 _SEEN: Table = SeenMessage.__table__  # type: ignore[assignment]
+_QUARANTINE: Table = QuarantinedMessage.__table__  # type: ignore[assignment]
 
 # A Date header outside this window is a broken clock or a forgery: the time the sync saw the mail is truer.
 _EARLIEST_DATE = datetime(1980, 1, 1, tzinfo=UTC)
@@ -730,19 +731,14 @@ def quarantine_retry_delay(attempts: int) -> timedelta:
 
 
 def pending_quarantine(session: Session, mailbox: str, *, now: datetime) -> list[PendingQuarantine]:
-    """Unresolved quarantined messages of a mailbox whose next retry is due (without loading raw bytes)."""
+    """Unresolved quarantined messages of a mailbox whose next retry is due (without loading raw bytes).
+
+    A Core query: a poll with nothing new runs it, and must not pay for configuring the ORM's mappers."""
+    q = _QUARANTINE.c
     rows = session.execute(
-        select(
-            QuarantinedMessage.folder,
-            QuarantinedMessage.uidvalidity,
-            QuarantinedMessage.uid,
-            QuarantinedMessage.attempts,
-            QuarantinedMessage.last_attempt_at,
-            QuarantinedMessage.message_id,
-            QuarantinedMessage.reason,
-        )
-        .where(QuarantinedMessage.mailbox == mailbox, QuarantinedMessage.resolved_at.is_(None))
-        .order_by(QuarantinedMessage.id)
+        select(q.folder, q.uidvalidity, q.uid, q.attempts, q.last_attempt_at, q.message_id, q.reason)
+        .where(q.mailbox == mailbox, q.resolved_at.is_(None))
+        .order_by(q.id)
     ).all()
     return [
         PendingQuarantine(MessageRef(mailbox, folder, uidvalidity, uid), attempts, message_id, reason)
