@@ -8,8 +8,9 @@ imports it). This buys three things:
 - Speed: parsing is most of the cost of logging mail, and it runs on every core while the sync's own
   thread fetches the next messages and writes the last batch.
 - A time limit: a parse that takes longer than `[matching] parse_timeout_seconds` has its worker killed
-  (SIGKILL; a replacement starts) and the message's result is a `ParseFailure` saying so, which the sync
-  quarantines. A worker that dies mid-parse (a crash in a C extension, out of memory) gives a failure too.
+  (SIGKILL; a replacement starts and takes over the messages that were waiting for it) and the message's
+  result is a `ParseFailure` saying so, which the sync quarantines. A worker that dies mid-parse (a crash in
+  a C extension, out of memory) gives a failure for that message too.
 - Prompt shutdown: closing the pool kills the workers at once, whatever they are parsing.
 
 Failures of the pool itself are not a message's fault and never end in quarantine: a worker that cannot even
@@ -28,6 +29,7 @@ import contextlib
 import logging
 import os
 import pickle
+import queue
 import signal
 import struct
 import subprocess
@@ -77,6 +79,9 @@ class _Job:
 
 
 class _Worker:
+    """One worker process, the jobs sent to it (the first is being parsed, the rest wait in its pipe) and the
+    thread that writes them: the sync's threads never block on a full pipe."""
+
     def __init__(self, limits: MatchingSettings) -> None:
         alive_r, self._alive_w = os.pipe()
         try:
@@ -93,17 +98,38 @@ class _Worker:
         self.stdin: IO[bytes] = self.process.stdin
         self.stdout: IO[bytes] = self.process.stdout
         self.ready = False
-        self.job: _Job | None = None
-        self.deadline = 0.0
+        self.jobs: collections.deque[_Job] = collections.deque()
+        self.queued_bytes = 0
+        self.started_at = 0.0  # when the first of `jobs` began, as near as this process can tell
         self.killed_for: str | None = None
+        self._outbox: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         _write_frame(self.stdin, limits)
+        threading.Thread(target=self._write, name="parser-writer", daemon=True).start()
 
-    def send(self, job: _Job, timeout: float) -> None:
-        self.job = job
-        self.deadline = time.monotonic() + timeout
-        _write_frame(self.stdin, (job.ticket, job.raw))
+    def send(self, job: _Job) -> None:
+        if not self.jobs:
+            self.started_at = time.monotonic()
+        self.jobs.append(job)
+        self.queued_bytes += len(job.raw)
+        self._outbox.put(job)
+
+    def done(self) -> _Job | None:
+        """The first job is answered: the next one starts now."""
+        job = self.jobs.popleft() if self.jobs else None
+        if job is not None:
+            self.queued_bytes -= len(job.raw)
+        self.started_at = time.monotonic()
+        return job
+
+    def _write(self) -> None:
+        while (job := self._outbox.get()) is not None:
+            try:
+                _write_frame(self.stdin, (job.ticket, job.raw))
+            except (OSError, ValueError):
+                return  # the worker is gone: its reader thread reports it
 
     def kill(self) -> None:
+        self._outbox.put(None)
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
         for stream in (self.stdin, self.stdout):
@@ -116,7 +142,14 @@ class _Worker:
 
 
 class ParserPool:
-    """Worker processes parsing message bodies under a time limit; thread safe; started on first use."""
+    """Worker processes parsing message bodies under a time limit; thread safe; started on first use.
+
+    Each worker is sent several jobs ahead (up to QUEUE_JOBS and QUEUE_BYTES), so it never waits for this
+    process, whose threads share one interpreter lock with the sync, to hand it the next message.
+    """
+
+    QUEUE_JOBS = 16
+    QUEUE_BYTES = 8 * 1024 * 1024
 
     def __init__(self, limits: MatchingSettings, *, workers: int | None = None) -> None:
         self.limits = limits
@@ -164,12 +197,10 @@ class ParserPool:
         with self._lock:
             self._closed = True
             workers, self._workers = self._workers, []
-            pending = list(self._pending)
+            pending = [job for worker in workers for job in worker.jobs] + list(self._pending)
             self._pending.clear()
         self._wake.set()
         for worker in workers:
-            if worker.job is not None:
-                worker.job.future.cancel()
             worker.kill()
         for job in pending:
             job.future.cancel()
@@ -191,18 +222,19 @@ class ParserPool:
             self._watchdog.start()
 
     def _dispatch(self) -> None:
-        """Hand pending jobs to idle, ready workers (called with the lock held)."""
-        for worker in self._workers:
-            if not self._pending:
+        """Hand pending jobs to ready workers with room, the least busy first (called with the lock held)."""
+        while self._pending:
+            room = [
+                w
+                for w in self._workers
+                if w.ready
+                and w.killed_for is None
+                and len(w.jobs) < self.QUEUE_JOBS
+                and (not w.jobs or w.queued_bytes + len(self._pending[0].raw) <= self.QUEUE_BYTES)
+            ]
+            if not room:
                 return
-            if worker.ready and worker.job is None and worker.killed_for is None:
-                job = self._pending.popleft()
-                try:
-                    worker.send(job, self.timeout)
-                except OSError:
-                    # the worker died: its reader thread sees EOF and replaces it; the job waits for the next
-                    worker.job = None
-                    self._pending.appendleft(job)
+            min(room, key=lambda w: (len(w.jobs), w.queued_bytes)).send(self._pending.popleft())
 
     def _read(self, worker: _Worker) -> None:
         while True:
@@ -220,7 +252,7 @@ class ParserPool:
                     self._start_failures = 0
                 else:
                     ticket, result = message
-                    job, worker.job = worker.job, None
+                    job = worker.done()
                     if job is not None and job.ticket == ticket and not job.future.done():
                         job.future.set_result(result)
                 self._dispatch()
@@ -230,12 +262,15 @@ class ParserPool:
             if worker not in self._workers:
                 return  # closed or already replaced
             self._workers.remove(worker)
-            job, worker.job = worker.job, None
-            if job is not None and not job.future.done():
+            first = worker.jobs.popleft() if worker.jobs else None
+            if first is not None and not first.future.done():
                 reason = worker.killed_for or QuarantineReason.PARSER_CRASHED.because(
                     f"the parser process ended with status {worker.process.poll()}"
                 )
-                job.future.set_result(ParseFailure(reason))
+                first.future.set_result(ParseFailure(reason))
+            # the jobs queued behind it were not started: they go to the next worker, in order
+            self._pending.extendleft(reversed(worker.jobs))
+            worker.jobs.clear()
             if not worker.ready and worker.killed_for is None:
                 self._start_failures += 1
                 if self._start_failures >= 3:
@@ -249,7 +284,7 @@ class ParserPool:
                 self._dispatch()
 
     def _watch(self) -> None:
-        """Kill workers whose job is past its deadline; the reader thread then reports the timeout."""
+        """Kill workers whose current job is past its deadline; the reader thread then reports the timeout."""
         while True:
             self._wake.wait(_TICK)
             self._wake.clear()
@@ -260,7 +295,7 @@ class ParserPool:
                 late = [
                     w
                     for w in self._workers
-                    if w.job is not None and w.killed_for is None and w.deadline < now
+                    if w.jobs and w.killed_for is None and now - w.started_at > self.timeout
                 ]
                 for worker in late:
                     worker.killed_for = QuarantineReason.PARSE_TIMEOUT.because(
