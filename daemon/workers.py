@@ -12,6 +12,8 @@ imports it). This buys three things:
   result is a `ParseFailure` saying so, which the sync quarantines. A worker that dies mid-parse (a crash in
   a C extension, out of memory) gives a failure for that message too.
 - Prompt shutdown: closing the pool kills the workers at once, whatever they are parsing.
+- A memory limit: each worker's address space is capped (WORKER_MEMORY_BYTES), so a message that would
+  need gigabytes fails alone.
 
 Failures of the pool itself are not a message's fault and never end in quarantine: a worker that cannot even
 start raises `ParserPoolError` to whoever waits for a result, and the sync fails the run (and retries
@@ -30,6 +32,7 @@ import logging
 import os
 import pickle
 import queue
+import resource
 import signal
 import struct
 import subprocess
@@ -48,6 +51,9 @@ from settings import MatchingSettings
 log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct("!Q")
+# Address space a parser process may use: the largest message allowed (max_message_bytes) parses in a
+# fraction of it; a pathological one hits it and is quarantined instead of exhausting the machine.
+WORKER_MEMORY_BYTES = 1536 * 1024 * 1024
 _READY = "ready"
 # How often waiting threads look at the stop event, and the watchdog at deadlines, at the least.
 _TICK = 0.1
@@ -385,6 +391,9 @@ def work(stdin: IO[bytes], stdout: IO[bytes], alive_fd: int | None) -> None:
     """The worker loop: parse each message sent, answer with its body or the reason it failed."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+    with contextlib.suppress(ValueError, OSError):
+        # a message that needs more memory than this fails alone (MemoryError, or the worker dies)
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_BYTES, WORKER_MEMORY_BYTES))
     if alive_fd is not None:
         threading.Thread(target=_watch_parent, args=(alive_fd,), daemon=True).start()
     from daemon.parsing.body import ParseError, parse_body
