@@ -14,17 +14,12 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from admin.app import create_app
-from models.email_log import (
-    ContactCandidate,
-    EmailAttachmentData,
-    EmailData,
-    EmailPlacement,
-    MessageRef,
-    record_email,
-)
+from models.email_log import record_email
+from models.messages import Attachment, Direction, MessageRef, Placement
 from models.schema import Activity, User
 from settings import AdminSettings, DatabaseSettings, Secret, Settings
 from tests.fixtures.database import TestDatabase
+from tests.fixtures.emails import stored_email
 from tests.fixtures.factories import NOW
 
 PASSWORD = "correct horse battery"
@@ -110,26 +105,22 @@ def make_email(session: Session) -> Callable[..., Activity]:
         html: str | None = None,
         mailboxes: tuple[str, ...] = ("sales",),
         direction: str = "in",
-        attachments: tuple[EmailAttachmentData, ...] = (),
+        attachments: tuple[Attachment, ...] = (),
         sent_at: datetime = NOW,
     ) -> Activity:
         n = next(counter)
-        email = EmailData(
+        email = stored_email(
             content_key=f"test-{n}-{subject}",
             message_id=f"<m{n}@client.example>",
             subject=subject,
             sent_at=sent_at,
             from_address=to if direction == "in" else "rep@team.example",
             to_addresses=("rep@team.example",) if direction == "in" else (to,),
-            cc_addresses=(),
-            in_reply_to=(),
-            references=(),
             text=text,
             html=html,
-            snippet=text[:200],
             attachments=attachments,
         )
-        placement = EmailPlacement(direction=direction, candidates=(ContactCandidate(to, "", False, None),))
+        placement = Placement(direction=Direction(direction), link=(to,))
         outcome = None
         for i, mailbox in enumerate(mailboxes):
             ref = MessageRef(mailbox=mailbox, folder="INBOX", uidvalidity=1, uid=n * 10 + i)

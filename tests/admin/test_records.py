@@ -6,7 +6,7 @@ import re
 
 from sqlalchemy import select
 
-from models.email_log import EmailAttachmentData
+from models.messages import Attachment
 from models.schema import Activity, ActivityKind, DealStageChange, QuarantinedMessage, Role, Task
 from tests.admin.conftest import fresh, sqlite_only
 from tests.fixtures.factories import NOW, stage_named
@@ -30,7 +30,7 @@ def test_contact_timeline_shows_the_email_and_the_mailboxes_that_saw_it(
         subject="Pricing for 50 seats",
         text="Could you send the quote by Friday?",
         mailboxes=("sales", "ceo"),
-        attachments=(EmailAttachmentData("quote.pdf", "application/pdf", 4, b"%PDF"),),
+        attachments=(Attachment("quote.pdf", "application/pdf", 4, b"%PDF"),),
     )
     browser = login(make_user(role=Role.REP))
     page = browser.get(f"/admin/records/contact/{contact.id}").text

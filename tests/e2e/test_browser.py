@@ -11,16 +11,12 @@ import re
 from sqlalchemy import select
 
 from models.db import transaction
-from models.email_log import (
-    ContactCandidate,
-    EmailAttachmentData,
-    EmailData,
-    EmailPlacement,
-    MessageRef,
-    record_email,
-)
+from models.domains import company_domain_of
+from models.email_log import record_email
+from models.messages import Attachment, Direction, MessageRef, NewContact, Placement
 from models.schema import Contact, Deal
 from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, OUTPUT_DIR
+from tests.fixtures.emails import stored_email
 from tests.fixtures.factories import NOW
 
 MALICIOUS_HTML = (
@@ -35,22 +31,20 @@ MALICIOUS_HTML = (
 def log_email(
     live, to: str, subject: str, *, text: str, html: str | None, mailboxes: tuple[str, ...], uid: int
 ):
-    email = EmailData(
+    email = stored_email(
         content_key=f"e2e-{uid}",
         message_id=f"<e2e-{uid}@client.example>",
         subject=subject,
         sent_at=NOW,
         from_address=to,
         to_addresses=("boss@team.example",),
-        cc_addresses=(),
-        in_reply_to=(),
-        references=(),
         text=text,
         html=html,
-        snippet=text[:200],
-        attachments=(EmailAttachmentData("terms.txt", "text/plain", 5, b"terms"),),
+        attachments=(Attachment("terms.txt", "text/plain", 5, b"terms"),),
     )
-    placement = EmailPlacement(direction="in", candidates=(ContactCandidate(to, "", True, to.split("@")[1]),))
+    placement = Placement(
+        Direction.IN, link=(), create=(NewContact(to, "", company_domain_of(to.split("@")[1])),)
+    )
     with transaction(live.db.sessions) as session:
         for i, mailbox in enumerate(mailboxes):
             ref = MessageRef(mailbox=mailbox, folder="INBOX", uidvalidity=1, uid=uid * 10 + i)
