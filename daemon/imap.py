@@ -163,6 +163,10 @@ class ImapSession:
         self.close()
 
     @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    @property
     def supports_idle(self) -> bool:
         return "IDLE" in self.capabilities
 
@@ -330,6 +334,20 @@ class ImapSession:
         )
         self._selected = status
         return status
+
+    def unselect(self) -> None:
+        """Leave the selected folder (UNSELECT, else CLOSE: the folder was opened read-only, so nothing is
+        expunged). A STATUS of the selected folder reports what the connection saw when it selected it, so
+        a connection kept open between polls must not stay in one."""
+        client = self._connected()
+        if self._selected is None:
+            return
+        self._selected = None
+        with self._errors("leaving the folder"):
+            if "UNSELECT" in self.capabilities:
+                client.unselect_folder()
+            else:
+                client.close_folder()
 
     # -- messages in the selected folder --------------------------------------------------------------------
 

@@ -399,7 +399,11 @@ def sync_folder(
             last = max(batch[-1], selected.uidnext - 1) if done else batch[-1]
             yield batch, Cursor(uidvalidity, last, selected.uidnext, selected.highestmodseq)
 
-    pipeline.run(folder, uidvalidity, batches(), imap)
+    try:
+        pipeline.run(folder, uidvalidity, batches(), imap)
+    finally:
+        if imap.connected:
+            imap.unselect()  # a kept-open connection must see the folder's next STATUS afresh
     if not uids:
         final = Cursor(uidvalidity, selected.uidnext - 1, selected.uidnext, selected.highestmodseq)
         with transaction(pipeline.sessions) as session:

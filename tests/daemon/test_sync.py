@@ -175,6 +175,9 @@ def test_a_poll_with_nothing_new_is_one_status_per_folder(
             assert sync(settings, connections=kept).error is None
         dovecot.append(user_of(box), "INBOX", [outbound(subject="One more")])
         assert sync(settings, connections=kept).logged == 1
+        # the connection that just read INBOX sees what arrives next (it does not stay in the folder)
+        dovecot.append(user_of(box), "INBOX", [outbound(subject="And another")])
+        assert sync(settings, connections=kept).logged == 1
         assert kept.for_folder("INBOX") is kept.for_folder("INBOX")
         assert kept.for_folder("INBOX") is not kept.for_folder("Sent")
         assert kept.for_folder("Sent").capabilities  # still logged in
