@@ -59,7 +59,7 @@ def test_a_valid_token_signs_in_and_reads_the_mailbox(oauth_dovecot, oauth_user,
         status = imap.select_readonly("INBOX")
         assert status.messages == 1
         (message,) = imap.fetch_messages(imap.search_uids_from(1))
-        assert message.raw.endswith(b"hello\r\n")
+        assert message.data.endswith(b"hello\r\n")
 
 
 @pytest.mark.parametrize("mechanism", ["xoauth2", "oauthbearer"])
