@@ -570,7 +570,8 @@ def test_unparseable_message_is_quarantined_and_retried_later(
 def test_a_quarantined_message_that_now_goes_through_is_resolved(
     make_mailbox: MakeMailbox, sync: Callable[..., SyncResult], session: Session
 ) -> None:
-    from models.email_log import MessageRef, quarantine_message
+    from models.email_log import quarantine_message
+    from models.messages import MessageRef
 
     box = make_mailbox("jane")
     settings = make_settings(box)
