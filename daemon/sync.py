@@ -581,12 +581,6 @@ class Pipeline:
         if committed is not None:
             committed(batch.cursor)
 
-    def process_batch(
-        self, folder: str, uidvalidity: int, uids: Sequence[int], source: MessageSource, *, cursor: Cursor
-    ) -> None:
-        """One batch on its own: decide, fetch, parse and commit it."""
-        self.commit(self.prepare(folder, uidvalidity, uids, source, cursor))
-
     # -- steps 1-3 --------------------------------------------------------------------------------------
 
     def prepare(
