@@ -420,3 +420,42 @@ def test_sigterm_mid_parse_stops_within_10_seconds_and_the_next_run_finishes(
     row = session.scalar(select(QuarantinedMessage))
     assert row is not None and row.reason.startswith("parse timeout")
     assert count(session, ContactEmail) == 1
+
+
+# a database that fails (rather than refuses one value) is a PostgreSQL error class SQLite has no trigger for
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_a_database_failure_fails_the_run_and_skips_no_mail(
+    db: TestDatabase, dovecot: DovecotServer, make_mailbox: MakeMailbox, sync: Callable[..., SyncResult],
+    session: Session, make_contact: Callable[..., Any],
+) -> None:  # fmt: skip
+    box = make_mailbox("jane")
+    settings = make_settings(box, batch_size=2)
+    make_contact("Kim", email="kim@client.example")
+    # the database goes away while the third message is written (SQLSTATE 57P01: shut down by an admin)
+    session.execute(text(
+        "CREATE FUNCTION database_gone() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.subject = 'third' THEN RAISE EXCEPTION 'terminating connection' USING ERRCODE = '57P01';"
+        " END IF; RETURN NEW; END $$"
+    ))  # fmt: skip
+    session.execute(text(
+        "CREATE TRIGGER database_gone BEFORE INSERT ON activities"
+        " FOR EACH ROW EXECUTE FUNCTION database_gone()"
+    ))  # fmt: skip
+    session.commit()
+    subjects = ["first", "second", "third", "fourth", "fifth"]
+    dovecot.append(box.username, "INBOX", [normal(s) for s in subjects])
+    try:
+        failed = sync(settings)
+        assert failed.error is not None and failed.error.startswith("database error")
+        assert failed.quarantined == 0
+        assert sorted(session.scalars(select(Activity.subject))) == ["first", "second"]
+        state = session.scalar(select(FolderSyncState))
+        assert state is not None and state.last_uid == 2  # the cursor stays where the last batch committed
+    finally:
+        session.rollback()
+        session.execute(text("DROP TRIGGER database_gone ON activities; DROP FUNCTION database_gone()"))
+        session.commit()
+    recovered = sync(settings)
+    assert recovered.error is None and recovered.logged == 3
+    assert sorted(session.scalars(select(Activity.subject))) == sorted(subjects)
+    assert count(session, QuarantinedMessage) == 0
