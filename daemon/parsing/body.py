@@ -35,7 +35,7 @@ import functools
 import logging
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any, TypeVar
@@ -45,6 +45,7 @@ import mailparser
 from daemon.parsing.attachments import attachment_name, clean_filename, fallback_filename, make_attachment
 from daemon.parsing.encoded_words import decode_encoded_words
 from daemon.parsing.header_block import mime_only, split_header_block
+from daemon.parsing.headers import best_effort
 from daemon.parsing.html import html_to_text, sanitize_html
 from daemon.parsing.snippet import make_snippet
 from daemon.parsing.text import b64decode_lenient, decode_bytes, encode_text, normalize_text, repair_iso2022
@@ -268,11 +269,11 @@ def _extract_with_stdlib(message: Message, max_attachment_bytes: int) -> _Bodies
         if part.is_multipart():
             continue
         content_type = part.get_content_type()
-        disposition = _best_effort(part.get_content_disposition, None, "Content-Disposition")
-        filename = _best_effort(functools.partial(_part_filename, part), "", "filename")
+        disposition = best_effort(part.get_content_disposition, None, "Content-Disposition")
+        filename = best_effort(functools.partial(_part_filename, part), "", "filename")
         data = _part_bytes(part)
         if not filename and disposition != "attachment" and content_type in ("text/plain", "text/html"):
-            charset = _best_effort(part.get_content_charset, None, "charset")
+            charset = best_effort(part.get_content_charset, None, "charset")
             text = repair_iso2022(decode_bytes(data, charset))
             (bodies.html if content_type == "text/html" else bodies.plain).append(text)
         elif (
@@ -286,12 +287,3 @@ def _extract_with_stdlib(message: Message, max_attachment_bytes: int) -> _Bodies
                 )
             )
     return bodies
-
-
-def _best_effort(compute: Callable[[], T], default: T, what: str) -> T:
-    """One unreadable field must not cost the others: log it and use the empty value."""
-    try:
-        return compute()
-    except Exception:
-        log.debug("unreadable %s header, left empty", what, exc_info=True)
-        return default

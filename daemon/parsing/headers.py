@@ -40,7 +40,7 @@ def parse_headers(raw: bytes, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) 
 
 
 def headers_from_fields(fields: dict[str, list[str]], *, truncated: bool = False) -> MessageHeaders:
-    hint = _best_effort(lambda: charset_hint(fields), None, "Content-Type")
+    hint = best_effort(lambda: charset_hint(fields), None, "Content-Type")
 
     def text_of(name: str) -> str:
         values = fields.get(name)
@@ -50,10 +50,10 @@ def headers_from_fields(fields: dict[str, list[str]], *, truncated: bool = False
         return " ".join(header_text(value, hint) for value in fields.get(name, ()))
 
     def addresses(name: str) -> tuple[Address, ...]:
-        return _best_effort(lambda: parse_addresses(fields.get(name, ()), hint), (), name)
+        return best_effort(lambda: parse_addresses(fields.get(name, ()), hint), (), name)
 
     def ids(name: str) -> tuple[str, ...]:
-        return _best_effort(lambda: tuple(message_ids(all_text_of(name))), (), name)
+        return best_effort(lambda: tuple(message_ids(all_text_of(name))), (), name)
 
     def first(name: str) -> str:
         values = fields.get(name)
@@ -63,12 +63,12 @@ def headers_from_fields(fields: dict[str, list[str]], *, truncated: bool = False
     message_id = (
         found_ids[0]
         if found_ids
-        else _best_effort(lambda: normalize_message_id(text_of("message-id") or None), None, "Message-ID")
+        else best_effort(lambda: normalize_message_id(text_of("message-id") or None), None, "Message-ID")
     )
     return MessageHeaders(
         message_id=message_id,
-        subject=_best_effort(lambda: one_line(decode_encoded_words(text_of("subject"))), "", "Subject"),
-        date=_best_effort(lambda: _parse_date(text_of("date")), None, "Date"),
+        subject=best_effort(lambda: one_line(decode_encoded_words(text_of("subject"))), "", "Subject"),
+        date=best_effort(lambda: _parse_date(text_of("date")), None, "Date"),
         from_=addresses("from"),
         sender=addresses("sender"),
         reply_to=addresses("reply-to"),
@@ -125,7 +125,7 @@ def _parse_date(text: str) -> datetime | None:
         return None
 
 
-def _best_effort(compute: Callable[[], T], default: T, what: str) -> T:
+def best_effort(compute: Callable[[], T], default: T, what: str) -> T:
     """One unreadable field must not cost the others: log it and use the empty value."""
     try:
         return compute()

@@ -123,6 +123,19 @@ def test_lookups_are_chunked_under_the_databases_variable_limits(db: TestDatabas
     assert contact_ids_by_email(session, addresses) == {}
 
 
+def semicolons_message() -> bytes:
+    """A known contact's mail whose MIME parts carry 60,000 semicolons in their Content-* fields."""
+    semicolons = b";" * 60_000
+    return (
+        b"From: " + KNOWN.encode() + b"\r\nTo: jane@team.example\r\nSubject: semicolons\r\n"
+        b"Message-ID: <semicolons@client.example>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain; charset=utf-8" + semicolons + b"; format=flowed\r\n\r\nthe text\r\n"
+        b"--b\r\nContent-Type: application/pdf" + semicolons + b"\r\n"
+        b'Content-Disposition: attachment; filename="quote.pdf"' + semicolons + b"\r\n\r\n%PDF\r\n--b--\r\n"
+    )
+
+
 def test_a_content_type_of_60000_semicolons_is_read_in_milliseconds(
     dovecot: DovecotServer, make_mailbox: MakeMailbox, sync: Callable[..., SyncResult], session: Session,
     make_contact: Callable[..., Any],
@@ -131,15 +144,7 @@ def test_a_content_type_of_60000_semicolons_is_read_in_milliseconds(
     box = make_mailbox("jane")
     settings = make_settings(box, parse_timeout_seconds=30.0)
     make_contact("Kim", email="kim@client.example")
-    semicolons = b";" * 60_000
-    hostile = (
-        b"From: " + KNOWN.encode() + b"\r\nTo: jane@team.example\r\nSubject: semicolons\r\n"
-        b"Message-ID: <semicolons@client.example>\r\nMIME-Version: 1.0\r\n"
-        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
-        b"Content-Type: text/plain; charset=utf-8" + semicolons + b"; format=flowed\r\n\r\nthe text\r\n"
-        b"--b\r\nContent-Type: application/pdf" + semicolons + b"\r\n"
-        b'Content-Disposition: attachment; filename="quote.pdf"' + semicolons + b"\r\n\r\n%PDF\r\n--b--\r\n"
-    )
+    hostile = semicolons_message()
     dovecot.append(box.username, "INBOX", [hostile, normal("after the semicolons")])
 
     started = time.monotonic()
@@ -326,11 +331,7 @@ def test_hostile_mail_mixed_with_normal_mail_syncs_in_well_under_a_minute(
     settings = make_settings(box, batch_size=4, parse_timeout_seconds=2.0, max_message_bytes=20 * 1024 * 1024)
     make_contact("Kim", email="kim@client.example")
     crowd = many_addresses(75_000)
-    semicolons = (
-        b"From: " + KNOWN.encode() + b"\r\nTo: jane@team.example\r\nSubject: semicolons\r\n"
-        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
-        b"Content-Type: text/plain" + b";" * 60_000 + b"\r\n\r\ntext\r\n--b--\r\n"
-    )
+    semicolons = semicolons_message()
     lost = normal("lost by the server")
     hostile = [
         *(raw_message(from_="spam@bulk.example", to="jane@team.example", cc=crowd) for _ in range(4)),

@@ -439,14 +439,20 @@ def test_unreadable_input_raises_parse_error_with_a_reason() -> None:
         parse_message(b"just some text, no headers at all\n")
 
 
-def test_mime_nested_too_deep_raises_parse_error() -> None:
-    body = b"Content-Type: text/plain\r\n\r\nhello\r\n"
-    for depth in range(1200):
+def nested(levels: int, text: bytes) -> bytes:
+    """A text part inside `levels` multipart/mixed containers (a body, without the top header fields)."""
+    body = b"Content-Type: text/plain\r\n\r\n" + text + b"\r\n"
+    for depth in range(levels):
         body = (
             b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (depth, depth)
             + body
             + b"\r\n--b%d--\r\n" % depth
         )
+    return body
+
+
+def test_mime_nested_too_deep_raises_parse_error() -> None:
+    body = nested(1200, b"hello")
 
     with pytest.raises(ParseError, match="MIME structure"):
         parse_message(b"From: a@example.com\r\nSubject: deep\r\n" + body)
@@ -507,13 +513,7 @@ def test_mime_parts_past_the_caps_are_left_out_and_the_body_marked_truncated() -
 
 
 def test_mime_nested_past_the_depth_cap_is_left_out() -> None:
-    body = b"Content-Type: text/plain\r\n\r\ndeep down\r\n"
-    for depth in range(10):
-        body = (
-            b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (depth, depth)
-            + body
-            + b"\r\n--b%d--\r\n" % depth
-        )
+    body = nested(10, b"deep down")
     raw = b"From: a@example.com\r\nSubject: nested\r\n" + body
 
     assert parse_message(raw).body.text == "deep down"
