@@ -23,6 +23,9 @@ the raw columns with those constants, one branch per distinct cutoff: no date ar
 
 Overdue task: not done, and due before now. The assignee is the one alerted.
 
+No next step: an open deal with no open planned activity (no task not done). Pipedrive's habit: every open
+deal always has a next step; the deal page, the board and my day flag the ones without.
+
 Waiting lead: a contact created within `window` before now that had no outbound email, call or meeting up to
 `response` after its creation; it is listed only once that response time has fully passed. The dashboard uses
 a 30-day window and 7 days; the alerts use `[alerts] lead_window_days` and `lead_response_hours`.
@@ -352,6 +355,60 @@ def overdue_tasks(
             )
         )
     return result
+
+
+# ---- deals without a next step -----------------------------------------------------------------------
+
+
+def no_next_step_condition() -> ColumnElement[bool]:
+    """On `Deal`: open, and no open planned activity on it."""
+    planned = exists().where(Task.deal_id == Deal.id, Task.done_at.is_(None))
+    return and_(Deal.status == DealStatus.OPEN, ~planned)
+
+
+@dataclass(frozen=True)
+class DealWithoutNextStep:
+    deal_id: int
+    title: str
+    stage_name: str
+    company_name: str | None
+    owner_id: int | None
+    value: Decimal
+    currency: str
+
+
+def deals_without_next_step(
+    session: Session, *, owner_id: int | None = None, limit: int | None = None
+) -> Listing[DealWithoutNextStep]:
+    """Open deals with nothing planned, the most recently active first (at most `limit`), and how many."""
+    top = (
+        select(Deal.id.label("deal_id"), func.count().over().label("total"))
+        .where(no_next_step_condition())
+        .order_by(func.coalesce(Deal.last_activity_at, Deal.created_at).desc(), Deal.id.desc())
+        .limit(limit)
+    )
+    if owner_id is not None:
+        top = top.where(Deal.owner_id == owner_id)
+    shown = top.subquery()
+    rows = session.execute(
+        select(
+            Deal.id,
+            Deal.title,
+            Stage.name,
+            Company.name,
+            Deal.owner_id,
+            Deal.value,
+            Deal.currency,
+            shown.c.total,
+        )
+        .select_from(shown)
+        .join(Deal, Deal.id == shown.c.deal_id)
+        .join(Stage, Stage.id == Deal.stage_id)
+        .outerjoin(Company, Company.id == Deal.company_id)
+        .order_by(func.coalesce(Deal.last_activity_at, Deal.created_at).desc(), Deal.id.desc())
+    ).all()
+    deals = [DealWithoutNextStep(*row[:7]) for row in rows]
+    return Listing(deals, int(rows[0][7]) if rows else 0)
 
 
 # ---- waiting leads ----------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -84,6 +85,15 @@ class ActivityKind(enum.StrEnum):
     MEETING = "meeting"
     NOTE = "note"
     TASK = "task"
+
+
+class PlannedKind(enum.StrEnum):
+    """What a planned activity (a `Task` row) is: the rep's next step on a deal, contact or company."""
+
+    CALL = "call"
+    MEETING = "meeting"
+    EMAIL = "email"
+    TODO = "todo"
 
 
 class GrantState(enum.StrEnum):
@@ -381,22 +391,40 @@ class EmailSighting(Base):
 
 
 class Task(Base):
+    """A planned activity: a call, meeting, email or to-do, with a due date (optional time) and an assignee.
+
+    `due_at` is the moment it becomes overdue: the planned time, or the end of the due day in the team's time
+    zone when no time was given (`has_due_time` false), so the overdue rule stays `due_at < now`.
+    """
+
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_done_at_due_at", "done_at", "due_at"),)
+    __table_args__ = (
+        Index("ix_tasks_done_at_due_at", "done_at", "due_at"),
+        # my day: one assignee's open activities by due time
+        Index("ix_tasks_assignee_id_done_at_due_at", "assignee_id", "done_at", "due_at"),
+        # a deal's next activity (the board's cards, the deal page, deals without a next step)
+        Index("ix_tasks_deal_id_done_at_due_at", "deal_id", "done_at", "due_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[PlannedKind] = mapped_column(
+        _enum(PlannedKind), default=PlannedKind.TODO, server_default=PlannedKind.TODO.value
+    )
     title: Mapped[str] = mapped_column(String(500))
     notes: Mapped[str] = mapped_column(Text, default="")
     due_at: Mapped[datetime | None]
+    has_due_time: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     done_at: Mapped[datetime | None]
     deal_id: Mapped[int | None] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime]
 
     assignee: Mapped[User | None] = relationship()
     deal: Mapped[Deal | None] = relationship()
     contact: Mapped[Contact | None] = relationship()
+    company: Mapped[Company | None] = relationship()
 
     def __str__(self) -> str:
         return self.title
