@@ -5,9 +5,9 @@ models.rules and models.notifications, and SMTP (building the message, its heade
 daemon.mailer.
 
 One scan:
-1. takes the scan lock (PostgreSQL: a session-level `pg_try_advisory_lock` on a dedicated connection; SQLite:
-   an exclusive `flock` on a file beside the database file), so only one process scans at a time; the other
-   returns "skipped: another scan is running";
+1. takes the scan lock, the "alerts" singleton job of daemon.leases (PostgreSQL: advisory locks; SQLite: an
+   exclusive `flock` on a file beside the database file): of several daemons only the one holding the job's
+   lease scans, and only one process scans at a time; another returns "skipped: another scan is running";
 2. decides: runs the rules and records each alert with its idempotency key in one transaction
    (insert-or-ignore on the unique key, so even without the lock nothing is decided twice);
 3. sends: per owner, reads the unsent notifications, sends one digest (plain text + HTML), then marks them
@@ -24,25 +24,24 @@ and reports that as a success.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import html
 import logging
 import re
 import zoneinfo
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from daemon.leases import singleton
 from daemon.mailer import Letter, Mailer, one_line
-from models.db import transaction
+from models.db import engine_of, transaction
 from models.notifications import (
     KIND_OVERDUE_TASK,
     KIND_STALLED_DEAL,
@@ -61,8 +60,6 @@ from settings import Settings
 
 log = logging.getLogger("threadline.alerts")
 
-# An arbitrary constant shared by every Threadline process: the advisory lock's identity on PostgreSQL.
-ADVISORY_LOCK_KEY = 0x74686C616C657274  # "thlalert"
 RETRY_EVERY = timedelta(minutes=15)
 SKIPPED_BUSY = "another scan is running"
 PANEL_ONLY = "no email sent ([smtp] host is not configured: alerts are shown in the panel only)"
@@ -115,48 +112,13 @@ class ScanResult:
 # ---- the scan lock ----------------------------------------------------------------------------------------
 
 
-def _engine_of(sessions: sessionmaker[Session]) -> Engine:
-    bind = sessions.kw.get("bind")
-    if not isinstance(bind, Engine):
-        raise TypeError("the sessionmaker must be bound to an Engine")
-    return bind
+def scan_lock(engine: Engine) -> contextlib.AbstractContextManager[bool]:
+    """Try to become the one process scanning; yields whether this process got it (never waits).
 
-
-@contextlib.contextmanager
-def scan_lock(engine: Engine) -> Iterator[bool]:
-    """Try to become the one process scanning; yields whether this process got the lock (never waits)."""
-    if engine.dialect.name == "postgresql":
-        # Session-level, on a connection of its own in autocommit: held across the scan's many short
-        # transactions, released by the server if this process dies.
-        with engine.connect() as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            got = bool(
-                conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY}).scalar()
-            )
-            try:
-                yield got
-            finally:
-                if got:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY})
-        return
-    database = engine.url.database or ""
-    if not database or database == ":memory:":
-        # A private in-memory database cannot be shared with another process: nothing to exclude.
-        yield True
-        return
-    # SQLite has no advisory locks; an exclusive flock on a file beside the database excludes other
-    # processes and threads (each opens its own file description) and dies with the process.
-    path = Path(f"{Path(database).expanduser()}.alerts-lock")
-    with path.open("a+b") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    The alert scan is a singleton job (daemon.leases): in a daemon it runs in the one daemon holding the
+    "alerts" lease, and a scan run by hand never overlaps a scheduled one.
+    """
+    return singleton(engine, "alerts")
 
 
 # ---- the scan ---------------------------------------------------------------------------------------------
@@ -168,7 +130,7 @@ def run_scan(
     """One alert scan at `now`: decide new notifications, then send each owner's unsent ones as one digest."""
     if not settings.alerts.enabled:
         return ScanResult(skipped="alerts are disabled ([alerts] enabled = false)")
-    with scan_lock(_engine_of(sessions)) as acquired:
+    with scan_lock(engine_of(sessions)) as acquired:
         if not acquired:
             log.info("alert scan skipped: %s", SKIPPED_BUSY)
             return ScanResult(skipped=SKIPPED_BUSY)
@@ -186,7 +148,7 @@ def retry_unsent(settings: Settings, sessions: sessionmaker[Session], *, now: da
     """Send notifications left unsent by an earlier failure, deciding nothing new."""
     if not settings.alerts.enabled:
         return ScanResult(skipped="alerts are disabled ([alerts] enabled = false)")
-    with scan_lock(_engine_of(sessions)) as acquired:
+    with scan_lock(engine_of(sessions)) as acquired:
         if not acquired:
             return ScanResult(skipped=SKIPPED_BUSY)
         result = ScanResult()

@@ -598,3 +598,20 @@ class Notification(Base):
     deal: Mapped[Deal | None] = relationship()
     task: Mapped[Task | None] = relationship()
     contact: Mapped[Contact | None] = relationship()
+
+
+class DaemonProcess(Base):
+    """One `threadline daemon` process as it last reported itself (models.leases): its heartbeat, and on
+    PostgreSQL the backend of the connection holding its leases (how a mailbox's holder is found)."""
+
+    __tablename__ = "daemons"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None]
+    backend_pid: Mapped[int | None] = mapped_column(Integer)
+    mailboxes_held: Mapped[int] = mapped_column(Integer, default=0)
+    jobs_held: Mapped[str] = mapped_column(String(500), default="")
