@@ -85,6 +85,7 @@ class DatabaseCollector:
             log.warning("metrics: cannot read the health snapshot: %s", exc)
             return
         yield from mailbox_families(snapshot)
+        yield from lease_families(snapshot)
         yield from alert_families(snapshot)
 
 
@@ -150,6 +151,55 @@ def mailbox_families(snapshot: HealthSnapshot) -> Iterator[Metric]:
         "threadline_emails_needing_review",
         "Logged emails waiting for someone to choose their deal.",
         snapshot.emails_needing_review,
+    )
+
+
+def lease_families(snapshot: HealthSnapshot) -> Iterator[Metric]:
+    """Who syncs each mailbox, whether its IDLE is up, and each daemon's heartbeat (models.leases)."""
+    now = snapshot.taken_at
+    holder = GaugeMetricFamily(
+        "threadline_mailbox_lease_holder",
+        "1 for the daemon (host:pid#id) syncing the mailbox now; no sample while no live daemon holds it.",
+        labels=["mailbox", "daemon"],
+    )
+    held = GaugeMetricFamily(
+        "threadline_mailbox_lease_held", "1 when a live daemon syncs the mailbox, else 0.", labels=["mailbox"]
+    )
+    idle = GaugeMetricFamily(
+        "threadline_mailbox_idle_connected",
+        "1 when the mailbox's holder has its IDLE connection up (new mail comes in at once), else 0.",
+        labels=["mailbox"],
+    )
+    for mailbox in snapshot.mailboxes:
+        if mailbox.state in (MailboxState.PAUSED, MailboxState.UNCONFIGURED):
+            continue
+        if mailbox.holder is not None:
+            holder.add_metric([mailbox.name, mailbox.holder.label], 1.0)
+        held.add_metric([mailbox.name], float(mailbox.holder is not None))
+        idle.add_metric([mailbox.name], float(mailbox.idle_connected))
+    yield from (holder, held, idle)
+    labels = ["daemon", "host", "pid"]
+    up = GaugeMetricFamily("threadline_daemon_up", "1 while the daemon is alive, else 0.", labels=labels)
+    heartbeat = GaugeMetricFamily(
+        "threadline_daemon_last_heartbeat_timestamp_seconds",
+        "When the daemon last reported (Unix time).",
+        labels=labels,
+    )
+    since = GaugeMetricFamily(
+        "threadline_daemon_seconds_since_heartbeat", "Seconds since the daemon last reported.", labels=labels
+    )
+    mailboxes = GaugeMetricFamily(
+        "threadline_daemon_mailboxes", "Mailboxes the daemon syncs now.", labels=labels
+    )
+    for daemon in snapshot.daemons:
+        names = [daemon.label, daemon.host, str(daemon.pid)]
+        up.add_metric(names, float(daemon.alive))
+        heartbeat.add_metric(names, daemon.heartbeat_at.timestamp())
+        since.add_metric(names, daemon.seconds_since_heartbeat(now))
+        mailboxes.add_metric(names, daemon.mailboxes_held)
+    yield from (up, heartbeat, since, mailboxes)
+    yield _gauge(
+        "threadline_daemons_alive", "Daemons alive now.", sum(1 for d in snapshot.daemons if d.alive)
     )
 
 

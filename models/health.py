@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
+from models.leases import DaemonView, read_holders
 from models.notifications import KINDS
 from models.schema import (
     Activity,
@@ -81,6 +82,8 @@ class MailboxHealth:
     messages_seen: int
     messages_logged: int
     quarantined: int  # messages set aside and not resolved yet
+    holder: DaemonView | None = None  # the live daemon syncing it now (models.leases)
+    idle_connected: bool = False  # its holder's IDLE connection is up (new mail arrives at once)
 
     def seconds_since_success(self, now: datetime) -> float | None:
         if self.last_success_at is None:
@@ -116,6 +119,7 @@ class HealthSnapshot:
     mailboxes: tuple[MailboxHealth, ...]
     alerts: AlertDelivery
     emails_needing_review: int  # emails waiting for someone to choose their deal
+    daemons: tuple[DaemonView, ...] = ()  # every daemon the database knows, alive ones first
 
     @property
     def problems(self) -> tuple[MailboxHealth, ...]:
@@ -124,14 +128,32 @@ class HealthSnapshot:
 
 def take_snapshot(session: Session, expected: Sequence[ExpectedMailbox], *, now: datetime) -> HealthSnapshot:
     """Everything the database knows about Threadline's health, in a handful of aggregate queries."""
+    mailboxes = mailbox_health(session, expected, now=now)
+    holders = read_holders(session, [m.name for m in mailboxes], now=now)
+    idle = {
+        name: d for name, d in session.execute(select(MailboxStatus.mailbox, MailboxStatus.idle_daemon_id))
+    }
     return HealthSnapshot(
         taken_at=now,
-        mailboxes=tuple(mailbox_health(session, expected, now=now)),
+        daemons=holders.daemons,
+        mailboxes=tuple(
+            replace(
+                m,
+                holder=holders.holder(m.name),
+                idle_connected=_idle_up(idle.get(m.name), holders.mailboxes.get(m.name)),
+            )
+            for m in mailboxes
+        ),
         alerts=alert_delivery(session),
         emails_needing_review=int(
             session.scalar(select(func.count(Activity.id)).where(Activity.needs_deal_review.is_(True))) or 0
         ),
     )
+
+
+def _idle_up(claimed_by: int | None, holder: int | None) -> bool:
+    """IDLE is up when the daemon that last said it connected one still holds the mailbox."""
+    return claimed_by is not None and claimed_by == holder
 
 
 def mailbox_health(

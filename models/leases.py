@@ -28,7 +28,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
-from models.schema import DaemonProcess
+from models.db import dialect_insert
+from models.schema import DaemonProcess, MailboxStatus
 
 # A SQLite daemon heartbeats every few seconds; a row this old belongs to one that was killed.
 SQLITE_ALIVE_FOR = timedelta(seconds=30)
@@ -188,3 +189,11 @@ def record_stopped(session: Session, daemon_id: int, *, now: datetime) -> None:
         .where(DaemonProcess.id == daemon_id)
         .values(stopped_at=now, heartbeat_at=now, mailboxes_held=0, jobs_held="")
     )
+
+
+def record_idle(session: Session, mailbox: str, daemon_id: int | None, *, now: datetime) -> None:
+    """The daemon whose IDLE on `mailbox` just connected (None: it disconnected). A dead daemon's claim is
+    ignored by readers: IDLE counts as connected only while the one who claimed it holds the mailbox."""
+    values = {"idle_daemon_id": daemon_id, "idle_since": now if daemon_id is not None else None}
+    insert = dialect_insert(session)(MailboxStatus).values(mailbox=mailbox, consecutive_failures=0, **values)
+    session.execute(insert.on_conflict_do_update(index_elements=["mailbox"], set_=values))

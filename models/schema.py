@@ -511,6 +511,9 @@ class MailboxStatus(Base):
     last_error_at: Mapped[datetime | None]
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None]
+    # the daemon (daemons.id) whose IDLE on this mailbox is connected now, and since when (models.leases)
+    idle_daemon_id: Mapped[int | None] = mapped_column(Integer)
+    idle_since: Mapped[datetime | None]
 
 
 class FolderSyncState(Base):

@@ -61,8 +61,24 @@ def as_dict(snapshot: HealthSnapshot) -> dict[str, Any]:
                 "last_error": m.last_error,
                 "quarantined": m.quarantined,
                 "next_attempt_at": _iso(m.next_attempt_at) if m.backoff_seconds(now) else None,
+                "holder": m.holder.label if m.holder is not None else None,
+                "idle_connected": m.idle_connected,
             }
             for m in snapshot.mailboxes
+        ],
+        "daemons": [
+            {
+                "daemon": d.label,
+                "host": d.host,
+                "pid": d.pid,
+                "alive": d.alive,
+                "started_at": _iso(d.started_at),
+                "heartbeat_at": _iso(d.heartbeat_at),
+                "stopped_at": _iso(d.stopped_at),
+                "mailboxes": d.mailboxes_held,
+                "jobs": list(d.jobs),
+            }
+            for d in snapshot.daemons
         ],
         "alerts": {
             "kinds": {
@@ -95,7 +111,7 @@ def summary(snapshot: HealthSnapshot) -> str:
 
 def _print_table(snapshot: HealthSnapshot, zone: zoneinfo.ZoneInfo, out: TextIO) -> None:
     now = snapshot.taken_at
-    console = Console(file=out, highlight=False, width=None if out.isatty() else 140)
+    console = Console(file=out, highlight=False, width=None if out.isatty() else 240)
     if snapshot.mailboxes:
         table = Table(title=None, show_edge=False, pad_edge=False)
         for column, justify in (
@@ -107,6 +123,8 @@ def _print_table(snapshot: HealthSnapshot, zone: zoneinfo.ZoneInfo, out: TextIO)
             ("errors", "left"),
             ("quarantine", "right"),
             ("next attempt", "left"),
+            ("holder", "left"),
+            ("IDLE", "left"),
         ):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
         for m in snapshot.mailboxes:
@@ -119,11 +137,57 @@ def _print_table(snapshot: HealthSnapshot, zone: zoneinfo.ZoneInfo, out: TextIO)
                 _errors(m),
                 str(m.quarantined) if m.quarantined else "",
                 _next_attempt(m, now, zone),
+                _holder(m),
+                _idle(m),
             )
         console.print(table)
     else:
         console.print("no mailboxes configured or synced yet")
+    _print_daemons(snapshot, zone, console)
     console.print(summary(snapshot), soft_wrap=True)
+
+
+def _holder(m: MailboxHealth) -> str:
+    if m.state in (MailboxState.PAUSED, MailboxState.UNCONFIGURED):
+        return ""
+    return m.holder.label if m.holder is not None else "[bold red]no daemon[/]"
+
+
+def _idle(m: MailboxHealth) -> str:
+    if m.holder is None:
+        return ""
+    return "up" if m.idle_connected else "down"
+
+
+def _print_daemons(snapshot: HealthSnapshot, zone: zoneinfo.ZoneInfo, console: Console) -> None:
+    """One row per daemon: alive ones, then the last few stopped or dead ones."""
+    alive = [d for d in snapshot.daemons if d.alive]
+    gone = [d for d in snapshot.daemons if not d.alive][:5]
+    if not alive and not gone:
+        console.print("no daemon has run against this database yet")
+        return
+    now = snapshot.taken_at
+    table = Table(title=None, show_edge=False, pad_edge=False)
+    for column, justify in (
+        ("daemon", "left"),
+        ("state", "left"),
+        ("started", "left"),
+        ("heartbeat", "right"),
+        ("mailboxes", "right"),
+        ("jobs", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for d in [*alive, *gone]:
+        state = "[green]alive[/]" if d.alive else ("stopped" if d.stopped_at else "[bold red]dead[/]")
+        table.add_row(
+            d.label,
+            state,
+            _local(d.started_at, zone),
+            f"{_age(d.seconds_since_heartbeat(now))} ago",
+            str(d.mailboxes_held) if d.alive else "",
+            ", ".join(d.jobs),
+        )
+    console.print(table)
 
 
 def _errors(m: MailboxHealth) -> str:

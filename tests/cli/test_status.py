@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -102,3 +103,60 @@ def test_a_configured_mailbox_that_never_synced_and_an_unmigrated_database(statu
     empty.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "empty.db"}"\n', encoding="utf-8")
     result = status(empty)
     assert result.code == 1 and "run `threadline db upgrade`" in result.err
+
+
+def test_status_names_each_mailboxs_holder_and_lists_the_daemons(status, tmp_path, db) -> None:
+    from daemon.leases import open_leases
+    from models.db import transaction
+    from models.leases import record_idle
+
+    names = ["north", "south", "east"]
+    config = tmp_path / "leased.toml"
+    config.write_text(
+        f'[database]\nurl = "{db.url}"\n'
+        + "".join(
+            f'[[mailboxes]]\nname = "{n}"\nhost = "127.0.0.1"\nsecurity = "none"\nusername = "{n}"\n'
+            'password_env = "HOME"\n'
+            for n in names
+        ),
+        encoding="utf-8",
+    )
+    daemons = []
+    for _ in range(1 if db.kind == "sqlite" else 2):
+        mine: set[str] = set()
+        leases = open_leases(
+            db.engine,
+            wanted=lambda: names,
+            acquire=mine.add,
+            release=lambda n, _a, m=mine: m.discard(n),
+            tick=0.3,
+        )
+        leases.start()
+        daemons.append((leases, mine))
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=20)
+        while sum(len(m) for _, m in daemons) < len(names) or any(not m for _, m in daemons):
+            assert datetime.now(UTC) < deadline, "the leases were not taken"
+            time.sleep(0.05)
+        leases, mine = daemons[0]
+        idle_box = sorted(mine)[0]
+        with transaction(db.sessions) as session:
+            record_idle(session, idle_box, leases.daemon_id, now=datetime.now(UTC))
+        result = status(config, "--json")
+        report = json.loads(result.out)
+        alive = [d for d in report["daemons"] if d["alive"]]
+        assert len(alive) == len(daemons) and sum(d["mailboxes"] for d in alive) == len(names)
+        labels = {d["daemon"] for d in alive}
+        for mailbox in report["mailboxes"]:
+            assert mailbox["holder"] in labels
+            assert mailbox["idle_connected"] is (mailbox["name"] == idle_box)
+        table = status(config).out
+        assert "holder" in table and "heartbeat" in table and table.count(" alive ") == len(daemons)
+        assert "no daemon" not in table
+    finally:
+        for leases, _ in daemons:
+            leases.close()
+    stopped = json.loads(status(config, "--json").out)
+    assert all(m["holder"] is None for m in stopped["mailboxes"])
+    assert [d["alive"] for d in stopped["daemons"]] == [False] * len(daemons)
+    assert "no daemon" in status(config).out
