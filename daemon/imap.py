@@ -574,7 +574,7 @@ def _folder_status(
 
 # One token outside a literal: a parenthesis, a quoted string, or an atom with its section and partial
 # range (BODY[HEADER]<0>); a literal's {n} marker ends the line imaplib hands over with the literal.
-_FETCH_TOKEN = re.compile(rb'[()]|"(?:[^"\\]|\\.)*"|[^\s()"\[{]+(?:\[[^\]]*\](?:<[0-9.]+>)?)?')
+_FETCH_TOKEN = re.compile(rb'\s*([()]|"(?:[^"\\]|\\.)*"|[^\s()"\[{]+(?:\[[^\]]*\](?:<[0-9.]+>)?)?)')
 _LITERAL_MARKER = re.compile(rb"\{\d+\+?\}\s*$")
 _QUOTED_ESCAPE = re.compile(rb'\\([\\"])')
 
@@ -606,10 +606,10 @@ def _read_fetch_response(data: Sequence[Any]) -> dict[int, dict[bytes, Any]]:
     try:
         for piece in data:
             if isinstance(piece, tuple):
-                tokens.extend(_FETCH_TOKEN.findall(_LITERAL_MARKER.sub(b"", piece[0])))
+                tokens.extend(_fetch_tokens(_LITERAL_MARKER.sub(b"", piece[0])))
                 tokens.append(_Literal(piece[1]))
             elif isinstance(piece, bytes):
-                tokens.extend(_FETCH_TOKEN.findall(piece))
+                tokens.extend(_fetch_tokens(piece))
         return _fetch_responses(tokens)
     except (ValueError, IndexError, TypeError):
         log.debug("unexpected FETCH response, read by imapclient's parser", exc_info=True)
@@ -619,6 +619,19 @@ def _read_fetch_response(data: Sequence[Any]) -> dict[int, dict[bytes, Any]]:
         uid: {k.upper(): v for k, v in values.items() if isinstance(k, bytes)}
         for uid, values in parse_fetch_response(list(data), True, True).items()
     }
+
+
+def _fetch_tokens(text: bytes) -> list[bytes]:
+    tokens: list[bytes] = []
+    position = 0
+    while match := _FETCH_TOKEN.match(text, position):
+        if match.end() == position:
+            break
+        tokens.append(match[1])
+        position = match.end()
+    if text[position:].strip():
+        raise ValueError(f"unexpected {text[position : position + 20]!r} in a FETCH response")
+    return tokens
 
 
 class _Literal:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from email.policy import SMTP
 
+import imapclient
 import pytest
 
 from daemon import imap
@@ -259,6 +260,41 @@ def test_fetch_many_messages_in_one_call(
 
     assert [m.uid for m in fetched] == uids
     assert fetched[-1].data == raws[-1]
+
+
+def test_fetch_responses_in_every_shape_a_server_may_answer_are_read() -> None:
+    # imaplib's pieces for answers Dovecot does not give but other servers do: the size after the literal,
+    # a quoted or NIL body, a literal holding a parenthesis, an unsolicited FLAGS update without a UID
+    pieces = [
+        (b"1 (UID 5 RFC822.SIZE 10 BODY[HEADER]<0> {4}", b"ab)c"),
+        b")",
+        (b"2 (UID 7 BODY[] {3}", b"xyz"),
+        b" RFC822.SIZE 3)",
+        b"3 (UID 9 RFC822.SIZE 0 BODY[] NIL)",
+        b'4 (FLAGS (\\Seen) UID 10 BODY[] "a \\"q\\" b" RFC822.SIZE 7)',
+        b"5 (FLAGS (\\Seen))",
+        b'6 (UID 11 MODSEQ (12345) body[] "")',
+    ]
+
+    read = imap._read_fetch_response(pieces)
+
+    assert sorted(read) == [5, 7, 9, 10, 11]
+    assert (read[5][b"BODY[HEADER]<0>"], read[5][b"RFC822.SIZE"]) == (b"ab)c", b"10")
+    assert (read[7][b"BODY[]"], read[7][b"RFC822.SIZE"]) == (b"xyz", b"3")
+    assert read[9][b"BODY[]"] is None
+    assert read[10][b"BODY[]"] == b'a "q" b'
+    assert read[11][b"BODY[]"] == b""
+    assert imap._uid_set([1, 2, 3, 5, 7, 8, 10]) == "1:3,5,7:8,10"
+
+
+def test_a_fetch_response_the_fast_reader_cannot_read_goes_to_imapclient_and_fails_there() -> None:
+    # a literal's marker without the literal: imapclient's parser refuses it too, and the session turns
+    # that into an ImapError and drops the connection
+    with pytest.raises(imapclient.exceptions.ProtocolError):
+        imap._read_fetch_response([b"1 (UID 5 BODY[] {1}", b")"])
+    assert imap._read_fetch_response([(b"1 (UID 5 BODY[] {1}", b"x"), b")"]) == {
+        5: {b"UID": b"5", b"BODY[]": b"x"}
+    }
 
 
 def test_search_uids_from_returns_only_uids_at_or_above(
