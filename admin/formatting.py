@@ -1,15 +1,23 @@
 """How the panel writes times and money for people, and reads the times they type.
 
 Times are stored in UTC and shown in the team's time zone (`[team] timezone`); a time typed in a form is the
-team's local time.
+team's local time. Money and relative times are written by Babel in the team's locale (`[team] locale`):
+"$12,500" in en_US, "12.500 €" in de_DE. Boards and totals show whole amounts (no cents); several currencies
+stay apart ("€12,000 + $40,000"), never summed.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 
-from admin.context import team_tz
+from babel import Locale
+from babel.dates import format_timedelta
+from babel.numbers import format_currency, format_decimal
+
+from admin.context import now, settings, team_tz
 from models.errors import DomainError
 from models.reports import MoneyByCurrency
 
@@ -44,11 +52,57 @@ def fmt_money(value: Decimal | None) -> str:
     return "" if value is None else f"{value:,.2f}"
 
 
-def money_text(amounts: MoneyByCurrency) -> str:
-    """Amounts in several currencies, kept apart: "1,200.00 EUR + 40.00 USD"."""
+def locale() -> str:
+    return settings().team.locale
+
+
+@lru_cache(maxsize=32)
+def _whole_pattern(locale_name: str) -> str:
+    """The locale's currency pattern without the fraction digits ("¤#,##0.00" -> "¤#,##0")."""
+    pattern = Locale.parse(locale_name).currency_formats["standard"].pattern
+    return re.sub(r"0\.0+", "0", pattern)
+
+
+def money(value: Decimal | int, currency: str, *, cents: bool = True) -> str:
+    """One amount in the team's locale: "$12,500.00", or "$12,500" with `cents=False` (rounded)."""
+    name = locale()
+    if cents:
+        return format_currency(value, currency, locale=name)
+    return format_currency(value, currency, _whole_pattern(name), locale=name, currency_digits=False)
+
+
+def money_text(amounts: MoneyByCurrency, *, cents: bool = False) -> str:
+    """Amounts in several currencies, kept apart: "€1,200 + $40"; whole amounts unless `cents`."""
     if not amounts:
-        return "0"
-    return " + ".join(f"{value:,.2f} {currency}" for currency, value in amounts.items())
+        return format_decimal(0, locale=locale())
+    return " + ".join(money(value, currency, cents=cents) for currency, value in amounts.items())
+
+
+def number(value: int | float | Decimal) -> str:
+    return format_decimal(value, locale=locale())
+
+
+def relative(value: datetime | None, *, reference: datetime | None = None) -> str:
+    """A moment as people say it: "3 days ago", "in 2 hours" (Babel, team locale)."""
+    if value is None:
+        return ""
+    delta = value - (reference or now())
+    if abs(delta) < timedelta(minutes=1):
+        return "just now"
+    return format_timedelta(delta, add_direction=True, threshold=1, locale=locale())
+
+
+def days_text(days: int) -> str:
+    """A whole number of days: "1 day", "3 days" (Babel, team locale)."""
+    return format_timedelta(timedelta(days=days), granularity="day", threshold=10_000, locale=locale())
+
+
+def initials(name: str | None) -> str:
+    """ "Rita Rep" -> "RR", "madonna" -> "M"."""
+    parts = [p for p in (name or "").replace(".", " ").split() if p[:1].isalnum()]
+    if not parts:
+        return "?"
+    return (parts[0][0] + (parts[-1][0] if len(parts) > 1 else "")).upper()
 
 
 def split_list(text: str | None) -> list[str]:

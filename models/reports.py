@@ -38,7 +38,18 @@ from models.rules import (
     waiting_leads,
     whole_days,
 )
-from models.schema import Activity, ActivityKind, Company, Deal, DealStatus, Pipeline, Stage, StageKind, User
+from models.schema import (
+    Activity,
+    ActivityKind,
+    Company,
+    Deal,
+    DealStatus,
+    Pipeline,
+    Stage,
+    StageKind,
+    Task,
+    User,
+)
 from models.sql import at, seconds_between
 from models.types import CENT
 
@@ -69,6 +80,9 @@ class BoardCard:
     stalled: bool
     last_touch_at: datetime
     expected_close_on: date | None
+    next_step: str | None = None
+    """The deal's next planned step: its earliest open task (title), None when nothing is planned."""
+    next_step_due_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,8 @@ class BoardColumn:
     total: MoneyByCurrency
     weighted: MoneyByCurrency
     cards: list[BoardCard]
-    """At most cards_per_column, most recently active (last touch) first."""
+    """Open stages: at most cards_per_column, most recently active (last touch) first. Won and lost stages
+    (drop zones on the board) carry no cards, only their count and totals."""
     more: int
     """Deals in this column not among `cards`."""
 
@@ -200,8 +215,9 @@ def board(
 ) -> Board:
     """The kanban of one pipeline: a column per stage with count, totals, weighted totals and its top cards.
 
-    Won and lost columns hold every deal in those stages (counts and totals over all of them; cards are the
-    most recently active). `owner_id` keeps only that owner's deals. Raises NotFoundError for an unknown
+    Won and lost columns count every deal in those stages (counts and totals over all of them) but carry no
+    cards: the board shows them as drop zones. Each card carries its next planned step (earliest open task).
+    `owner_id` keeps only that owner's deals. Raises NotFoundError for an unknown
     pipeline, DomainError for a negative `cards_per_column`.
     """
     if cards_per_column < 0:
@@ -227,6 +243,7 @@ def board(
         .limit(cards_per_column)
         .subquery()
         for stage in stages
+        if stage.kind == StageKind.OPEN
     ]
     shown = union_all(*(select(top.c.deal_id) for top in per_stage)).subquery() if per_stage else None
     # the stalled badge is worked out for the shown cards only, not for every deal of the pipeline
@@ -259,8 +276,10 @@ def board(
         if shown is not None
         else []
     )
+    next_steps = _next_steps(session, [row[3] for row in rows])
     cards: dict[int, list[BoardCard]] = defaultdict(list)
     for row in rows:
+        step = next_steps.get(row[3])
         cards[row[0]].append(
             BoardCard(
                 deal_id=row[3],
@@ -274,6 +293,8 @@ def board(
                 stalled=bool(row[2]),
                 last_touch_at=row[1],
                 expected_close_on=row[11],
+                next_step=step[0] if step else None,
+                next_step_due_at=step[1] if step else None,
             )
         )
 
@@ -302,6 +323,21 @@ def board(
         columns=columns,
         currencies=sorted({c for column in columns for c in column.total}),
     )
+
+
+def _next_steps(session: Session, deal_ids: list[int]) -> dict[int, tuple[str, datetime | None]]:
+    """Per deal, its earliest open task (title, due time); tasks without a due time come after dated ones."""
+    if not deal_ids:
+        return {}
+    steps: dict[int, tuple[str, datetime | None]] = {}
+    for deal_id, title, due_at in session.execute(
+        select(Task.deal_id, Task.title, Task.due_at)
+        .where(Task.deal_id.in_(deal_ids), Task.done_at.is_(None))
+        .order_by(Task.deal_id, Task.due_at.is_(None), Task.due_at, Task.id)
+    ):
+        if deal_id is not None:
+            steps.setdefault(deal_id, (title, due_at))
+    return steps
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import babel
+
 from settings.model import (
     DEFAULT_DATABASE_URL,
     NO_PASSWORD,
@@ -285,7 +287,14 @@ class _Reader:
             zoneinfo.ZoneInfo(tz)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise t.fail("timezone", f"unknown time zone {tz!r} (use a name like 'Europe/Paris')") from None
-        return TeamSettings(domains=domains, timezone=tz)
+        locale = t.string("locale", "en_US") or "en_US"
+        try:
+            babel.Locale.parse(locale)
+        except (ValueError, babel.UnknownLocaleError):
+            raise t.fail(
+                "locale", f"unknown locale {locale!r} (use a name like 'en_US' or 'de_DE')"
+            ) from None
+        return TeamSettings(domains=domains, timezone=tz, locale=locale)
 
     def matching(self, t: _Table) -> MatchingSettings:
         return MatchingSettings(

@@ -64,6 +64,7 @@ class DatabaseSettings:
 class TeamSettings:
     domains: tuple[str, ...] = ()
     timezone: str = "UTC"
+    locale: str = "en_US"  # how the panel writes money, numbers and dates (a CLDR locale, e.g. "de_DE")
 
 
 @dataclass(frozen=True)

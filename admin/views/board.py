@@ -1,29 +1,63 @@
 """The pipeline board: one kanban per pipeline, and the move endpoint that its drag and drop calls.
 
 Numbers come from models.reports.board; a move goes through models.deals.move_deal_to_stage (so the stage
-history is recorded) and answers with the new column totals, which the page's script writes in place. The
-same endpoint takes a plain form post, the keyboard alternative that also works without JavaScript.
+history is recorded) and answers with the new column totals, which the page's script (static/board.js) writes
+in place. Open stages are columns of compact cards; won and lost stages are drop zones with a count, not
+columns that grow forever. A rep sees their own deals unless they pick someone else (or everyone).
+
+The keyboard alternative is one "Move" dialog for the whole page (each card has a small "Move" button that
+opens it), posting to the same endpoint; the endpoint also takes a plain form post.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import flash, jsonify, redirect, request, url_for
-from markupsafe import Markup
 from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
 from admin import permissions
-from admin.context import db, now, settings
-from admin.formatting import money_text
+from admin.context import db, now, settings, team_tz
+from admin.formatting import days_text, fmt_datetime, initials, money, money_text, relative
 from admin.views.base import GuardedView, expose
 from models.deals import move_deal_to_stage
 from models.errors import DomainError
-from models.reports import Board, board
-from models.schema import Deal, Pipeline, Stage, User
+from models.reports import Board, BoardCard, board
+from models.schema import Deal, Pipeline, Stage, StageKind, User
 
 CARDS_PER_COLUMN = 50
+EVERYONE = "all"
+
+
+@dataclass(frozen=True)
+class NextStep:
+    """What a card says about the deal's next planned step, and how urgent it is (Pipedrive's colours)."""
+
+    status: str
+    """overdue | today | future | none"""
+    label: str
+    title: str
+
+
+def next_step(card: BoardCard, current: datetime) -> NextStep:
+    if card.next_step is None:
+        return NextStep("none", "No next step", "No activity planned: plan the next step")
+    due = card.next_step_due_at
+    if due is None:
+        return NextStep("future", card.next_step, card.next_step)
+    zone = team_tz()
+    if due < current:
+        status = "overdue"
+    elif due.astimezone(zone).date() == current.astimezone(zone).date():
+        status = "today"
+    else:
+        status = "future"
+    return NextStep(
+        status, f"{card.next_step} · {relative(due)}", f"{card.next_step}, due {fmt_datetime(due)}"
+    )
 
 
 def column_totals(result: Board) -> list[dict[str, Any]]:
@@ -47,17 +81,13 @@ def more_deals_url(stage_id: int, owner_id: int | None) -> str:
     return url_for("deal.index_view", **filters)
 
 
-def stage_options(result: Board) -> dict[int, Markup]:
-    """Per column, the <option>s of a card's "Move to" select with that column preselected (built once)."""
-    option = Markup('<option value="{}"{}>{}</option>')
-    selected = Markup(" selected")
-    return {
-        column.stage_id: Markup("").join(
-            option.format(t.stage_id, selected if t.stage_id == column.stage_id else "", t.name)
-            for t in result.columns
-        )
-        for column in result.columns
-    }
+def chosen_owner(raw: str | None, users: list[User]) -> int | None:
+    """The owner filter: a user's id, "all" for everyone; by default a rep sees their own deals."""
+    if raw == EVERYONE:
+        return None
+    if raw and raw.isdigit() and int(raw) in {u.id for u in users}:
+        return int(raw)
+    return None if permissions.is_manager_or_admin() else permissions.user().id
 
 
 class BoardView(GuardedView):
@@ -71,30 +101,36 @@ class BoardView(GuardedView):
         pipeline_id = request.args.get("pipeline", type=int)
         pipeline = next((p for p in pipelines if p.id == pipeline_id), pipelines[0])
         users = list(session.scalars(select(User).order_by(User.name)))
-        owner_id = request.args.get("owner", type=int)
-        if owner_id is not None and owner_id not in {u.id for u in users}:
-            owner_id = None
+        owner_id = chosen_owner(request.args.get("owner"), users)
+        current = now()
         result = board(
             session,
             pipeline_id=pipeline.id,
-            now=now(),
+            now=current,
             default_stall_days=config.alerts.stall_days,
             owner_id=owner_id,
             cards_per_column=CARDS_PER_COLUMN,
         )
         is_manager = permissions.is_manager_or_admin()
-        me = permissions.user().id
+        me = permissions.user()
         return self.page(
             "threadline/board.html",
             board=result,
+            columns=[c for c in result.columns if c.kind == StageKind.OPEN],
+            closers=[c for c in result.columns if c.kind != StageKind.OPEN],
             pipeline=pipeline,
             pipelines=pipelines,
             users=users,
+            me=me,
             owner_id=owner_id,
-            may_move=lambda card: is_manager or card.owner_id == me,
+            everyone=EVERYONE,
+            may_move=lambda card: is_manager or card.owner_id == me.id,
+            money=money,
             money_text=money_text,
+            initials=initials,
+            days_text=days_text,
+            next_step=lambda card: next_step(card, current),
             more_url=lambda stage_id: more_deals_url(stage_id, owner_id),
-            stage_options=stage_options(result),
         )
 
     @expose("/move", methods=("POST",))
@@ -112,14 +148,14 @@ class BoardView(GuardedView):
             deal_id = int(data.get("deal_id", ""))
             stage_id = int(data.get("stage_id", ""))
         except (TypeError, ValueError):
-            return fail("deal_id and stage_id must be numbers", 400)
+            return fail("Choose a deal and a stage.", 400)
         session = db()
         deal = session.get(Deal, deal_id)
         stage = session.get(Stage, stage_id)
         if deal is None or stage is None:
-            return fail("no such deal or stage", 404)
+            return fail("This deal or stage no longer exists. Reload the board.", 404)
         if not permissions.can_move(deal):
-            return fail("you can only move your own deals", 403)
+            return fail("You can only move your own deals.", 403)
         lost_reason = str(data.get("lost_reason") or "").strip()[:500] or None
         try:
             change = move_deal_to_stage(
@@ -128,7 +164,7 @@ class BoardView(GuardedView):
             session.commit()
         except DomainError as exc:
             session.rollback()
-            return fail(str(exc), 400)
+            return fail(f"Not moved: {exc}.", 400)
         if not wants_json:
             flash(f"{deal.title} moved to {stage.name}.", "success")
             return redirect(request.referrer or url_for("board.index", pipeline=deal.pipeline_id))
@@ -149,7 +185,7 @@ class BoardView(GuardedView):
                 "deal_id": deal.id,
                 "stage_id": stage.id,
                 "stage_name": stage.name,
-                "status": deal.status.value,
+                "stage_kind": stage.kind.value,
                 "columns": column_totals(result),
             }
         )

@@ -69,7 +69,7 @@ def test_rep_cannot_edit_or_move_another_reps_deal(app, session, make_user, make
     moved = rep.post_json("/admin/board/move", {"deal_id": theirs.id, "stage_id": demo.id})
     assert moved.status_code == 403 and moved.json == {
         "ok": False,
-        "error": "you can only move your own deals",
+        "error": "You can only move your own deals.",
     }
     assert rep.post(f"/admin/records/deal/{theirs.id}/move", {"stage_id": demo.id}).status_code == 403
     assert rep.post("/admin/deal/delete/", {"id": theirs.id}).status_code == 403

@@ -117,15 +117,16 @@ def test_a_day_in_the_panel(live_server, browser_page):
     page.locator(f"#deal-{deal_id}").drag_to(proposal.locator(".tl-cards"))
     expect(proposal.locator(".tl-count")).to_have_text("1")
     assert qualified.locator(".tl-count").inner_text() == "0"
-    assert proposal.locator(".tl-total").inner_text() == "12,500.00 USD"
-    assert proposal.locator(".tl-weighted").inner_text() == "6,250.00 USD"
+    assert proposal.locator(".tl-total").inner_text() == "$12,500"
+    assert proposal.locator(".tl-weighted").inner_text() == "$6,250"
     assert proposal.locator(f"#deal-{deal_id}").count() == 1
     assert page.evaluate("window.__sameDocument") is True
     page.screenshot(path=str(OUTPUT_DIR / "board.png"), full_page=True)
 
-    # the keyboard alternative: the card's select and button
-    page.select_option(f"#move-{deal_id}", label="Negotiation")
-    page.click(f"#deal-{deal_id} .tl-move-button")
+    # the keyboard alternative: the card's Move button opens one dialog
+    page.click(f"#deal-{deal_id} .tl-card-menu")
+    page.check("#move-dialog >> text=Negotiation")
+    page.click("#move-submit")
     expect(page.locator('.tl-column[data-stage-name="Negotiation"] .tl-count')).to_have_text("1")
     assert page.evaluate("window.__sameDocument") is True
 
@@ -136,7 +137,7 @@ def test_a_day_in_the_panel(live_server, browser_page):
     assert re.search(r"Proposal\s+Negotiation\s+Bea Boss", history)
 
     page.goto(f"{base}/admin/")
-    assert page.inner_text("#kpi-open").startswith("12,500.00 USD")
+    assert page.inner_text("#kpi-open").startswith("$12,500")
     page.screenshot(path=str(OUTPUT_DIR / "dashboard.png"), full_page=True)
 
     # an email the sync logged, on the contact's timeline, opened on demand
