@@ -44,6 +44,7 @@ from daemon.mailer import Letter, Mailer, one_line
 from models.db import engine_of, transaction
 from models.notifications import (
     KIND_OVERDUE_TASK,
+    KIND_RECONNECT_NEEDED,
     KIND_STALLED_DEAL,
     KIND_WAITING_LEAD,
     AlertPolicy,
@@ -68,6 +69,11 @@ PANEL_ONLY = "no email sent ([smtp] host is not configured: alerts are shown in 
 def deal_url(base_url: str, deal_id: int) -> str:
     """The admin panel's page for a deal (the one route the digest links to)."""
     return f"{base_url.rstrip('/')}/admin/records/deal/{deal_id}"
+
+
+def mailboxes_url(base_url: str) -> str:
+    """The panel's mailbox page, where a mailbox is connected again."""
+    return f"{base_url.rstrip('/')}/admin/mailboxes/"
 
 
 def contact_url(base_url: str, contact_id: int) -> str:
@@ -197,12 +203,12 @@ def _send_pending(
 
 
 def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('x') else 's'}"
 
 
 def _latest_per_subject(pending: Sequence[PendingNotification]) -> list[PendingNotification]:
     """One line per deal/task/lead even if an earlier failure left several reminders about it unsent."""
-    latest: dict[tuple[str, int | None], PendingNotification] = {}
+    latest: dict[tuple[str, int | str | None], PendingNotification] = {}
     for item in pending:
         latest[item.subject_key] = item
     return sorted(latest.values(), key=lambda p: (p.created_at, p.id))
@@ -298,6 +304,19 @@ def digest_lines(
                     url=contact_url(base_url, item.contact_id) if item.contact_id else None,
                 )
             )
+        elif item.kind == KIND_RECONNECT_NEEDED:
+            lines.append(
+                DigestLine(
+                    kind=item.kind,
+                    title=f"Mailbox {d.get('mailbox')}",
+                    facts=(
+                        f"sign-in refused since {minute(_parse_time(d.get('since')))}",
+                        f"reason: {d.get('reason') or 'refused'}",
+                        "connect it again in Threadline",
+                    ),
+                    url=mailboxes_url(base_url),
+                )
+            )
     return lines
 
 
@@ -305,6 +324,7 @@ def digest_lines(
 DIGEST_SECTION_LIMIT = 25
 
 _SECTIONS = (
+    (KIND_RECONNECT_NEEDED, "Mailboxes to reconnect", "mailbox"),
     (KIND_STALLED_DEAL, "Stalled deals", "stalled deal"),
     (KIND_OVERDUE_TASK, "Overdue tasks", "overdue task"),
     (KIND_WAITING_LEAD, "Waiting leads", "waiting lead"),

@@ -272,7 +272,9 @@ class MailboxCredentials:
             grant = find_grant(session, mailbox.name, for_update=True)
             if grant is not None and grant.refresh_token_encrypted != snapshot.refresh_token_encrypted:
                 return None  # another process renewed or reconnected it meanwhile: use what it stored
-            marked = mark_reconnect_needed(session, mailbox.name, reason=exc.reason, now=now)
+            marked = mark_reconnect_needed(
+                session, mailbox.name, reason=exc.reason, now=now, owner=mailbox.owner
+            )
             since = marked.reconnect_needed_at if marked is not None else now
         log.warning("%s: the provider refused the grant (%s): reconnect needed", mailbox.name, exc.reason)
         raise self._reconnect_error(mailbox, exc.reason, since) from exc

@@ -202,10 +202,13 @@ class MailboxConnections:
         factory: Callable[[ImapTarget], ImapSession] = ImapSession,
         *,
         per_folder: bool = True,
+        target: ImapTarget | None = None,
     ) -> None:
         self.mailbox = mailbox
         self.factory = factory
         self.per_folder = per_folder
+        # how to sign in: the password target by default; an OAuth mailbox's comes from daemon.credentials
+        self.target = target if target is not None else mailbox_target(mailbox)
         self._sessions: dict[str, ImapSession] = {}
         self._folders: list[str] | None = None
 
@@ -213,7 +216,7 @@ class MailboxConnections:
         key = folder if self.per_folder else ""
         session = self._sessions.get(key)
         if session is None:
-            session = self._sessions[key] = self.factory(mailbox_target(self.mailbox))
+            session = self._sessions[key] = self.factory(self.target)
         session.connect()
         return session
 

@@ -20,12 +20,13 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from models.contacts import normalize_email
 from models.errors import DomainError, NotFoundError
-from models.schema import GrantFlow, GrantState, Mailbox, OAuthGrant, User
+from models.notifications import notify_reconnect_needed
+from models.schema import GrantFlow, GrantState, Mailbox, MailboxStatus, OAuthGrant, User
 from models.secrets import SecretBox, require_box
 from settings.model import (
     NO_PASSWORD,
@@ -51,6 +52,7 @@ __all__ = [
     "forget_access_token",
     "grant_access_token",
     "grant_refresh_token",
+    "grant_versions",
     "mailbox_fields",
     "mark_reconnect_needed",
     "pause_mailbox",
@@ -383,6 +385,12 @@ def store_grant(
     grant.granted_by = granted_by
     grant.refreshed_at = None
     grant.updated_at = now
+    # a mailbox backing off after a refused sign-in syncs at once with the new grant
+    session.execute(
+        update(MailboxStatus)
+        .where(MailboxStatus.mailbox == mailbox)
+        .values(next_attempt_at=None, consecutive_failures=0)
+    )
     session.flush()
     return grant
 
@@ -411,6 +419,12 @@ def update_grant_tokens(
     grant.updated_at = now
 
 
+def grant_versions(session: Session) -> dict[str, datetime]:
+    """When each mailbox's grant was made: a mailbox connected again has a newer one (the daemon restarts
+    its sync then)."""
+    return {name: at for name, at in session.execute(select(OAuthGrant.mailbox, OAuthGrant.granted_at))}
+
+
 def grant_access_token(grant: OAuthGrant, box: SecretBox | None) -> str | None:
     if grant.access_token_encrypted is None:
         return None
@@ -432,21 +446,34 @@ def forget_access_token(session: Session, mailbox: str, *, now: datetime) -> Non
         grant.updated_at = now
 
 
-def mark_reconnect_needed(session: Session, mailbox: str, *, reason: str, now: datetime) -> OAuthGrant | None:
+def mark_reconnect_needed(
+    session: Session, mailbox: str, *, reason: str, now: datetime, owner: str | None = None
+) -> OAuthGrant | None:
     """The provider refused the grant (invalid_grant, consent revoked): its tokens are dropped and the state
-    says why and since when. Marking it again keeps the first time. None when the mailbox has no grant."""
+    says why and since when. The first time, the mailbox's owner (a user's email; a stored mailbox's own
+    owner otherwise) and the admins are notified. Marking it again keeps the first time and notifies no one.
+    None when the mailbox has no grant."""
     grant = find_grant(session, mailbox)
     if grant is None:
         return None
     if grant.state is not GrantState.RECONNECT_NEEDED:
         grant.state = GrantState.RECONNECT_NEEDED
         grant.reconnect_needed_at = now
+        notify_reconnect_needed(
+            session, mailbox, owner_id=_owner_id(session, mailbox, owner), since=now, reason=reason, now=now
+        )
     grant.reconnect_reason = reason[:1000]
     grant.refresh_token_encrypted = None
     grant.access_token_encrypted = None
     grant.access_token_expires_at = None
     grant.updated_at = now
     return grant
+
+
+def _owner_id(session: Session, mailbox: str, owner: str | None) -> int | None:
+    if owner:
+        return session.scalar(select(User.id).where(User.email == normalize_email(owner)))
+    return session.scalar(select(Mailbox.owner_id).where(Mailbox.name == mailbox))
 
 
 def delete_grant(session: Session, mailbox: str, *, box: SecretBox | None) -> str | None:

@@ -54,7 +54,7 @@ from models.rules import (
     waiting_leads_select,
     wants_alerts,
 )
-from models.schema import Contact, Deal, Notification, Stage, Task, User
+from models.schema import Contact, Deal, Notification, Role, Stage, Task, User
 from models.sql import json_object, stamp_text
 from models.types import UTCDateTime
 from settings import AlertSettings
@@ -62,7 +62,8 @@ from settings import AlertSettings
 KIND_STALLED_DEAL = "stalled_deal"
 KIND_OVERDUE_TASK = "overdue_task"
 KIND_WAITING_LEAD = "waiting_lead"
-KINDS = (KIND_STALLED_DEAL, KIND_OVERDUE_TASK, KIND_WAITING_LEAD)
+KIND_RECONNECT_NEEDED = "reconnect_needed"
+KINDS = (KIND_STALLED_DEAL, KIND_OVERDUE_TASK, KIND_WAITING_LEAD, KIND_RECONNECT_NEEDED)
 
 _MAX_ERROR_LENGTH = 2000
 _COLUMNS = (
@@ -143,8 +144,10 @@ class PendingNotification:
     send_attempts: int
 
     @property
-    def subject_key(self) -> tuple[str, int | None]:
+    def subject_key(self) -> tuple[str, int | str | None]:
         """What the alert is about: two unsent alerts about the same thing appear once in a digest."""
+        if self.kind == KIND_RECONNECT_NEEDED:
+            return self.kind, str(self.detail.get("mailbox"))
         return self.kind, self.deal_id or self.task_id or self.contact_id
 
 
@@ -344,6 +347,38 @@ def _create_follow_up_tasks(session: Session, decided: Iterable[Decision], *, no
         )
         created += 1
     return created
+
+
+def notify_reconnect_needed(
+    session: Session, mailbox: str, *, owner_id: int | None, since: datetime, reason: str, now: datetime
+) -> int:
+    """Tell the mailbox's owner and every active admin, once per refusal, that it must be connected again
+    (in the panel, and in their next digest). The key names the mailbox and the time of the refusal, so
+    marking the same refusal again records nothing. Returns how many notifications were recorded."""
+    users = select(User.id).where(User.active.is_(True), User.role == Role.ADMIN)
+    user_ids = set(session.scalars(users))
+    if owner_id is not None:
+        user_ids.add(owner_id)
+    table: Table = Notification.__table__  # type: ignore[assignment]
+    stamp = since.astimezone(UTC).strftime("%Y%m%dT%H%M%S")
+    recorded = 0
+    for user_id in sorted(user_ids):
+        key = f"reconnect:{mailbox}:{stamp}:u{user_id}"[:300]
+        if session.scalar(select(Notification.id).where(Notification.key == key)) is not None:
+            continue
+        session.execute(
+            table.insert().values(
+                key=key,
+                kind=KIND_RECONNECT_NEEDED,
+                user_id=user_id,
+                title=f"Mailbox {mailbox} needs reconnecting"[:500],
+                detail={"mailbox": mailbox, "reason": reason[:500], "since": since.isoformat()},
+                created_at=now,
+                send_attempts=0,
+            )
+        )
+        recorded += 1
+    return recorded
 
 
 def recipients_with_unsent(session: Session) -> list[Recipient]:

@@ -494,7 +494,7 @@ def cmd_daemon(ctx: Context) -> int:
     sessions = ctx.sessions()
     stop = _stop_on_signals()
     daemon = Daemon(ctx.settings, sessions, stop=stop)
-    count = len(ctx.settings.mailboxes)
+    count = len(ctx.mailboxes(sessions))
     systemd.supervise(lambda: bool(daemon.scheduler.running), stop, status=f"syncing {count} mailbox(es)")
     return daemon.run()
 
