@@ -92,6 +92,23 @@ def relative(value: datetime | None, *, reference: datetime | None = None) -> st
     return format_timedelta(delta, add_direction=True, threshold=1, locale=locale())
 
 
+def relative_day(value: datetime) -> str:
+    """A due date without a time, by days in the team's zone: "today", "tomorrow", "3 days ago"."""
+    zone = team_tz()
+    days = (value.astimezone(zone).date() - now().astimezone(zone).date()).days
+    if days == 0:
+        return "today"
+    if days == 1:
+        return "tomorrow"
+    if days == -1:
+        return "yesterday"
+    return format_timedelta(timedelta(days=days), add_direction=True, granularity="day", locale=locale())
+
+
+def fmt_date(value: datetime) -> str:
+    return value.astimezone(team_tz()).strftime("%Y-%m-%d")
+
+
 def days_text(days: int) -> str:
     """A whole number of days: "1 day", "3 days" (Babel, team locale)."""
     return format_timedelta(timedelta(days=days), granularity="day", threshold=10_000, locale=locale())

@@ -28,6 +28,7 @@ from sqlalchemy import BigInteger, and_, case, func, select, type_coerce, union_
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from models.activities import NextActivity, next_activity_for_deals
 from models.errors import DomainError, NotFoundError
 from models.rules import (
     StalledDeal,
@@ -47,7 +48,6 @@ from models.schema import (
     Pipeline,
     Stage,
     StageKind,
-    Task,
     User,
 )
 from models.sql import at, seconds_between
@@ -80,9 +80,8 @@ class BoardCard:
     stalled: bool
     last_touch_at: datetime
     expected_close_on: date | None
-    next_step: str | None = None
-    """The deal's next planned step: its earliest open task (title), None when nothing is planned."""
-    next_step_due_at: datetime | None = None
+    next_activity: NextActivity | None = None
+    """The deal's next planned activity (models.activities), None when nothing is planned."""
 
 
 @dataclass(frozen=True)
@@ -276,10 +275,9 @@ def board(
         if shown is not None
         else []
     )
-    next_steps = _next_steps(session, [row[3] for row in rows])
+    next_steps = next_activity_for_deals(session, [row[3] for row in rows])
     cards: dict[int, list[BoardCard]] = defaultdict(list)
     for row in rows:
-        step = next_steps.get(row[3])
         cards[row[0]].append(
             BoardCard(
                 deal_id=row[3],
@@ -293,8 +291,7 @@ def board(
                 stalled=bool(row[2]),
                 last_touch_at=row[1],
                 expected_close_on=row[11],
-                next_step=step[0] if step else None,
-                next_step_due_at=step[1] if step else None,
+                next_activity=next_steps.get(row[3]),
             )
         )
 
@@ -323,21 +320,6 @@ def board(
         columns=columns,
         currencies=sorted({c for column in columns for c in column.total}),
     )
-
-
-def _next_steps(session: Session, deal_ids: list[int]) -> dict[int, tuple[str, datetime | None]]:
-    """Per deal, its earliest open task (title, due time); tasks without a due time come after dated ones."""
-    if not deal_ids:
-        return {}
-    steps: dict[int, tuple[str, datetime | None]] = {}
-    for deal_id, title, due_at in session.execute(
-        select(Task.deal_id, Task.title, Task.due_at)
-        .where(Task.deal_id.in_(deal_ids), Task.done_at.is_(None))
-        .order_by(Task.deal_id, Task.due_at.is_(None), Task.due_at, Task.id)
-    ):
-        if deal_id is not None:
-            steps.setdefault(deal_id, (title, due_at))
-    return steps
 
 
 # ----------------------------------------------------------------------------------------------------------

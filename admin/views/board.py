@@ -21,8 +21,18 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from admin import permissions
 from admin.context import db, now, settings, team_tz
-from admin.formatting import days_text, fmt_datetime, initials, money, money_text, relative
+from admin.formatting import (
+    days_text,
+    fmt_date,
+    fmt_datetime,
+    initials,
+    money,
+    money_text,
+    relative,
+    relative_day,
+)
 from admin.views.base import GuardedView, expose
+from models.activities import KIND_WORDS
 from models.deals import move_deal_to_stage
 from models.errors import DomainError
 from models.reports import Board, BoardCard, board
@@ -34,29 +44,29 @@ EVERYONE = "all"
 
 @dataclass(frozen=True)
 class NextStep:
-    """What a card says about the deal's next planned step, and how urgent it is (Pipedrive's colours)."""
+    """What a card says about the deal's next planned activity, and how urgent it is (Pipedrive's colours)."""
 
     status: str
-    """overdue | today | future | none"""
+    """overdue | today | later | none"""
     label: str
     title: str
 
 
 def next_step(card: BoardCard, current: datetime) -> NextStep:
-    if card.next_step is None:
+    planned = card.next_activity
+    if planned is None:
         return NextStep("none", "No next step", "No activity planned: plan the next step")
-    due = card.next_step_due_at
-    if due is None:
-        return NextStep("future", card.next_step, card.next_step)
-    zone = team_tz()
-    if due < current:
-        status = "overdue"
-    elif due.astimezone(zone).date() == current.astimezone(zone).date():
-        status = "today"
+    kind = KIND_WORDS[planned.kind]
+    if planned.due_at is None:
+        return NextStep("later", planned.title, f"{kind}: {planned.title}")
+    if planned.has_due_time:
+        when, exact = relative(planned.due_at), fmt_datetime(planned.due_at)
     else:
-        status = "future"
+        when, exact = relative_day(planned.due_at), fmt_date(planned.due_at)
     return NextStep(
-        status, f"{card.next_step} · {relative(due)}", f"{card.next_step}, due {fmt_datetime(due)}"
+        planned.state(current, team_tz()),
+        f"{planned.title} · {when}",
+        f"{kind}: {planned.title}, due {exact}",
     )
 
 
