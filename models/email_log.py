@@ -50,6 +50,7 @@ from models.contacts import (
 from models.db import chunked, dialect_insert
 from models.domains import company_name_from_domain, lookup_domains
 from models.errors import DomainError
+from models.merge import resolve_merged
 from models.messages import (
     Attachment as AttachmentData,
 )
@@ -208,6 +209,7 @@ def record_emails(
         if contacts is not None
         else contact_ids_by_email(session, [a for i in fresh for a in _addresses(messages[i].placement)])
     )
+    known = resolve_merged(session, known)  # contacts and companies merged since the caller looked them up
     made = _make_contacts(session, messages, fresh, known, owner, now)
     known.update(made.found)
 

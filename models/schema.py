@@ -85,6 +85,7 @@ class ActivityKind(enum.StrEnum):
     MEETING = "meeting"
     NOTE = "note"
     TASK = "task"
+    MERGE = "merge"  # two records became one (models.merge): shown on the kept record's timeline
 
 
 class PlannedKind(enum.StrEnum):
@@ -618,3 +619,21 @@ class DaemonProcess(Base):
     backend_pid: Mapped[int | None] = mapped_column(Integer)
     mailboxes_held: Mapped[int] = mapped_column(Integer, default=0)
     jobs_held: Mapped[str] = mapped_column(String(500), default="")
+
+
+class MergedRecord(Base):
+    """A contact or company merged into another (models.merge): its old id leads to the one kept."""
+
+    __tablename__ = "merged_records"
+    __table_args__ = (
+        UniqueConstraint("kind", "merged_id"),
+        Index("ix_merged_records_kind_kept_id", "kind", "kept_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    merged_id: Mapped[int] = mapped_column(Integer)
+    kept_id: Mapped[int] = mapped_column(Integer)
+    merged_name: Mapped[str] = mapped_column(String(300), default="")
+    merged_at: Mapped[datetime]
+    merged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

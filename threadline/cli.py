@@ -211,6 +211,27 @@ def cmd_demo(ctx: Context) -> int:
     return EXIT_OK
 
 
+def cmd_merge(ctx: Context) -> int:
+    from models.merge import MergeKind, find_record, merge_records, plan_merge
+
+    kind = MergeKind(ctx.args.kind.rstrip("s").replace("companie", "company"))
+    with transaction(ctx.sessions()) as session:
+        keep = find_record(session, kind, ctx.args.keep)
+        other = find_record(session, kind, ctx.args.other)
+        plan = plan_merge(session, kind, keep, other)
+        print(f"Merge {kind.value} {plan.other_name} (#{plan.other_id}) into {plan.keep_name} (#{keep.id}):")
+        print(f"  moves: {plan.summary().split('; ')[0]}")
+        for fill in plan.fills:
+            print(f"  fills {fill.label}: {fill.value}")
+        if ctx.args.dry_run:
+            print("Dry run: nothing changed.")
+            session.rollback()
+            return EXIT_OK
+        merge_records(session, kind, keep.id, other.id, now=now())
+    print(f"Merged: {kind.value} #{plan.other_id} now leads to #{plan.keep_id}.")
+    return EXIT_OK
+
+
 # ---- running it: status, backup, restore ---------------------------------------------------------------
 
 
@@ -601,6 +622,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--if-empty", action="store_true", help="do nothing when the database already has deals"
     )
+
+    merge = add(commands, "merge", cmd_merge, "merge two contacts or two companies into the first one")
+    merge.add_argument("kind", choices=["contacts", "companies"])
+    merge.add_argument("keep", metavar="KEEP", help="the one kept: an id, or an email address or a domain")
+    merge.add_argument("other", metavar="OTHER", help="the one merged into KEEP and removed")
+    merge.add_argument("--dry-run", action="store_true", help="show what would move, change nothing")
 
     status = add(
         commands, "status", cmd_status, "each mailbox's sync health and the alerts; exit 1 when one fails"
