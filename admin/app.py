@@ -33,6 +33,7 @@ from admin.views.companies import CompanyView
 from admin.views.contacts import ContactView
 from admin.views.dashboard import DashboardView
 from admin.views.deals import DealView
+from admin.views.merge import MergeView
 from admin.views.notifications import NotificationsView, unread_notifications
 from admin.views.pipelines import PipelineView, StageView
 from admin.views.records import RecordsView
@@ -166,6 +167,7 @@ def add_views(admin: Admin, db_session: context.RequestSession) -> None:
     admin.add_view(BoardView(name="Board", endpoint="board", url="/admin/board"))
     admin.add_view(RecordsView(name="Records", endpoint="records", url="/admin/records"))
     admin.add_view(SyncStatusView(name="Sync status", endpoint="syncstatus", url="/admin/sync"))
+    admin.add_view(MergeView(name="Duplicates", endpoint="merge", url="/admin/merge"))
     admin.add_view(
         NotificationsView(name="Notifications", endpoint="notifications", url="/admin/notifications")
     )

@@ -255,7 +255,9 @@ def plan_merge(
         contacts = select(Contact.id).where(Contact.company_id == other.id)
         counts["tasks"] = int(
             session.scalar(
-                select(func.count()).where(or_(Task.deal_id.in_(deals), Task.contact_id.in_(contacts)))
+                select(func.count()).where(
+                    or_(Task.company_id == other.id, Task.deal_id.in_(deals), Task.contact_id.in_(contacts))
+                )
             )
             or 0
         )

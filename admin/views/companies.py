@@ -12,11 +12,13 @@ from admin.context import db
 from admin.formatting import split_list
 from admin.views.base import ThreadlineModelView, owner_name, record_link
 from admin.views.filters import UTCDateBetweenFilter, user_options
+from admin.views.merge import MergeListAction
 from models.contacts import set_company_domains
 from models.schema import Company
 
 
-class CompanyView(ThreadlineModelView):
+class CompanyView(MergeListAction, ThreadlineModelView):
+    merge_kinds = "companies"
     column_list = ("name", "domains", "owner", "created_at", "last_activity_at")
     column_sortable_list = ("name", ("owner", "owner.name"), "created_at", "last_activity_at")
     column_searchable_list = ("name", "domains.domain")

@@ -12,11 +12,13 @@ from admin.context import db
 from admin.formatting import split_list
 from admin.views.base import ThreadlineModelView, owner_name, record_link
 from admin.views.filters import UTCDateBetweenFilter, user_options
+from admin.views.merge import MergeListAction
 from models.contacts import set_contact_emails
 from models.schema import Contact
 
 
-class ContactView(ThreadlineModelView):
+class ContactView(MergeListAction, ThreadlineModelView):
+    merge_kinds = "contacts"
     column_list = ("name", "emails", "company", "owner", "lead_source", "created_at", "last_activity_at")
     column_sortable_list = (
         "name",

@@ -28,6 +28,7 @@ from models import email_log
 from models.activities import MANUAL_KINDS, complete_task, create_task, log_activity
 from models.deals import move_deal_to_stage
 from models.errors import DomainError
+from models.merge import MergeKind, kept_id_of
 from models.schema import (
     Activity,
     ActivityKind,
@@ -67,11 +68,11 @@ class RecordsView(GuardedView):
         return redirect(url_for("contact.index_view"))
 
     @expose("/contact/<int:record_id>")
-    def contact(self, record_id: int) -> str:
+    def contact(self, record_id: int) -> BaseResponse | str:
         session = db()
         contact = session.get(Contact, record_id, options=[selectinload(Contact.emails)])
         if contact is None:
-            abort(404)
+            return self._merged(MergeKind.CONTACT, record_id)
         # Collect the contact's activity ids first: without the fence PostgreSQL walks the whole
         # occurred_at index backwards looking for a busy contact's rows (1.6 s instead of 30 ms at 1M rows).
         mine = (
@@ -87,11 +88,11 @@ class RecordsView(GuardedView):
         return self._render_record("contact", contact, where, tasks=tasks, deals=list(contact.deals))
 
     @expose("/company/<int:record_id>")
-    def company(self, record_id: int) -> str:
+    def company(self, record_id: int) -> BaseResponse | str:
         session = db()
         company = session.get(Company, record_id, options=[selectinload(Company.domains)])
         if company is None:
-            abort(404)
+            return self._merged(MergeKind.COMPANY, record_id)
         contacts = session.scalars(
             select(Contact).where(Contact.company_id == company.id).order_by(Contact.name).limit(100)
         ).all()
@@ -134,6 +135,14 @@ class RecordsView(GuardedView):
             contacts=list(deal.contacts),
             may_move=permissions.can_move(deal),
         )
+
+    def _merged(self, kind: MergeKind, record_id: int) -> BaseResponse:
+        """A record merged into another: its page leads to the one kept (404 for an id never used)."""
+        kept = kept_id_of(db(), kind, record_id)
+        if kept is None:
+            abort(404)
+        flash(f"{kind.value.capitalize()} #{record_id} was merged into this {kind.value}.", "info")
+        return redirect(url_for(f".{kind.value}", record_id=kept))
 
     def _render_record(self, kind: str, record: Any, where: ColumnElement[bool], **extra: Any) -> str:
         session = db()
