@@ -11,6 +11,7 @@ One module per job, each importable on its own (the parser's worker processes lo
 - `html`: sanitizing HTML for the panel, and HTML to plain text.
 - `snippet`: the one-line preview.
 - `attachments`: naming attachments the way every parse of a message agrees on.
+- `mime_tree`: the stdlib MIME tree of a message, built fast for well-formed mail.
 - `body`: the body parser, the one module importing mail-parser, with the MIME caps:
   `parse_body` -> `MessageBody`.
 - `message`: `parse_message`, headers and body at once, for callers holding the raw bytes.

@@ -18,7 +18,8 @@ held up by a single message:
 
 mail-parser gets only the Content-* and MIME-Version fields of the top-level header block: the headers are
 read by daemon.parsing.headers, and parsing them again was most of mail-parser's cost. The stdlib MIME tree is
-built here (as mail-parser would build it) so that the caps apply to it before mail-parser walks it. Two of
+built here (as mail-parser would build it, by daemon.parsing.mime_tree) so that the caps apply to it before
+mail-parser walks it. Two of
 mail-parser's habits are corrected: 7-bit ISO-2022 bodies (iso-2022-jp mail) come back undecoded, and parts
 without a file name get a random one (see daemon.parsing.attachments).
 
@@ -30,7 +31,6 @@ or that neither can walk.
 
 from __future__ import annotations
 
-import email
 import functools
 import logging
 import re
@@ -47,6 +47,7 @@ from daemon.parsing.encoded_words import decode_encoded_words
 from daemon.parsing.header_block import mime_only, split_header_block
 from daemon.parsing.headers import best_effort
 from daemon.parsing.html import html_to_text, sanitize_html
+from daemon.parsing.mime_tree import mime_tree
 from daemon.parsing.snippet import make_snippet
 from daemon.parsing.text import b64decode_lenient, decode_bytes, encode_text, normalize_text, repair_iso2022
 from models.messages import Attachment, MessageBody
@@ -147,7 +148,7 @@ def _field_starts(lowered: bytes) -> Iterator[int]:
 def _mime_tree(data: bytes) -> Message:
     try:
         with warnings.catch_warnings(action="ignore"):
-            return email.message_from_bytes(data)
+            return mime_tree(data)
     except RecursionError as exc:
         raise ParseError("cannot read the MIME structure: MIME nesting too deep to parse") from exc
     except Exception as exc:

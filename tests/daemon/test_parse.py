@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import email
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from daemon.matching import automated_reason
+from daemon.parsing import mime_tree
 from daemon.parsing.body import PART_FIELD_MAX_BYTES, ParseError, cap_part_fields
 from daemon.parsing.content_key import content_key
 from daemon.parsing.headers import parse_headers
@@ -527,3 +529,76 @@ def test_content_fields_of_parts_are_capped_before_any_parser_reads_them() -> No
     assert capped == b"--b\r\nContent-Type: text/plain; charset=utf-8; format=flowed\r\n\r\ntext\r\n"
     long_value = b"Content-Disposition: attachment; filename*0=" + b"x" * 10_000 + b"\r\n\r\n"
     assert len(cap_part_fields(long_value).split(b"\r\n")[0]) <= PART_FIELD_MAX_BYTES
+
+
+# --- the MIME tree ------------------------------------------------------------------------------------
+
+
+def _tree(message: Message) -> object:
+    """Everything of a stdlib Message that parsing can set, nested."""
+    payload = message.get_payload()
+    return (
+        message._headers,  # the raw fields, in order, as the parser stored them
+        message.get_unixfrom(),
+        message.preamble,
+        message.epilogue,
+        [type(defect).__name__ for defect in message.defects],
+        [_tree(part) for part in payload] if isinstance(payload, list) else payload,
+    )
+
+
+def _multipart(eol: str, *, preamble: str = "", epilogue: str = "", close: bool = True) -> bytes:
+    inner = eol.join(
+        [
+            "--in  ", "Content-Type: text/plain; charset=utf-8", "", "Hello Ann,", "", "the quote.",
+            "--in", "Content-Type: text/html", "Content-Transfer-Encoding: quoted-printable", "",
+            "<p>Hello</p>", "--in--", "",
+        ]
+    )  # fmt: skip
+    lines = [
+        "Content-Type: multipart/mixed;", ' boundary="out"', "MIME-Version: 1.0", "", preamble + "--out",
+        'Content-Type: multipart/alternative; boundary="in"', "", inner, "--out",
+        'Content-Type: application/pdf; name="quote.pdf"', "Content-Transfer-Encoding: base64", "",
+        "JVBERi0xLjQK", "--out--" if close else "--outer-not-a-boundary", epilogue,
+    ]  # fmt: skip
+    return eol.join(lines).encode()
+
+
+def test_the_fast_mime_tree_is_the_stdlib_parsers_tree_on_every_corpus_message() -> None:
+    files = corpus_files()
+    assert len(files) > 100, f"corpus not found or incomplete at {CORPUS}"
+    for path in files:
+        raw = path.read_bytes()
+        try:
+            expected = _tree(email.message_from_bytes(raw))
+        except RecursionError:
+            continue
+        assert _tree(mime_tree.mime_tree(raw)) == expected, path.name
+
+
+def test_the_fast_mime_tree_reads_well_formed_mail_itself_and_the_rest_as_the_stdlib_does() -> None:
+    well_formed = [
+        _multipart("\r\n"),
+        _multipart("\n"),
+        _multipart("\r\n", preamble="This is a multi-part message.\r\n\r\n", epilogue="\r\nbye\r\n"),
+        message_bytes(),
+    ]
+    unusual = [
+        _multipart("\r\n", close=False),  # no close delimiter
+        _multipart("\r"),  # lone CR line breaks
+        _multipart("\r\n").replace(
+            b"--out\r\nContent-Type: application", b"--out\r\n--out\r\nContent-Type: app"
+        ),
+        _multipart("\r\n").replace(b"Content-Type: text/html", b"Content-Type: message/rfc822"),
+        _multipart("\r\n").replace(b"Content-Type: text/html", b"not a field\r\nContent-Type: text/html"),
+        b"Content-Type: multipart/mixed\r\n\r\n--x\r\n\r\nno boundary parameter\r\n--x--\r\n",
+    ]
+    for raw in well_formed:
+        text = raw.decode("ascii", "surrogateescape")
+        assert _tree(mime_tree._part(text, 0)) == _tree(email.message_from_bytes(raw))
+    for raw in unusual:
+        text = raw.decode("ascii", "surrogateescape")
+        if text.count("\r") == text.count("\r\n"):
+            with pytest.raises(mime_tree._Unusual):
+                mime_tree._part(text, 0)
+        assert _tree(mime_tree.mime_tree(raw)) == _tree(email.message_from_bytes(raw))
