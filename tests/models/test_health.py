@@ -110,7 +110,9 @@ def test_numbers_add_up_over_folders_and_only_pending_quarantine_counts(session:
     assert jane.last_success_at == NOW and jane.seconds_since_success(NOW) == 0
     assert jane.backoff_seconds(NOW) == 0
     assert snapshot.problems == ()
-    assert [k.kind for k in snapshot.alerts.kinds] == ["stalled_deal", "overdue_task", "waiting_lead"]
+    assert [k.kind for k in snapshot.alerts.kinds] == [
+        "stalled_deal", "overdue_task", "waiting_lead", "reconnect_needed"
+    ]  # fmt: skip
     assert snapshot.alerts.digests_sent == 0 and snapshot.emails_needing_review == 0
 
 
