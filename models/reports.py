@@ -24,12 +24,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import BigInteger, and_, case, func, select, type_coerce, union_all
+from sqlalchemy import BigInteger, and_, case, func, or_, select, type_coerce, union_all
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from models.activities import NextActivity, next_activity_for_deals
 from models.errors import DomainError, NotFoundError
+from models.money import normalize_currency
 from models.rules import (
     StalledDeal,
     StallRule,
@@ -43,12 +44,16 @@ from models.schema import (
     Activity,
     ActivityKind,
     Company,
+    Contact,
     Deal,
     DealStatus,
     Pipeline,
+    Role,
+    SalesTarget,
     Stage,
     StageKind,
     User,
+    deal_contacts,
 )
 from models.sql import at, seconds_between
 from models.types import CENT
@@ -620,3 +625,311 @@ def _activities_by_rep(
     ]
     reps.sort(key=lambda r: (-r.total, r.name.lower(), r.user_id))
     return reps, kinds
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Periods, lead sources and targets (the dashboard's period view)
+
+PERIOD_KINDS = ("month", "quarter", "year", "custom")
+MAX_CUSTOM_DAYS = 3660
+NO_SOURCE = ""
+"""The lead source of deals whose contacts have none."""
+
+
+@dataclass(frozen=True)
+class Period:
+    """Whole days [starts_on, ends_on) in the team's time zone."""
+
+    kind: str
+    starts_on: date
+    ends_on: date
+    """The first day after the period."""
+
+    @property
+    def last_day(self) -> date:
+        return self.ends_on - timedelta(days=1)
+
+    def bounds(self, tz: str) -> tuple[datetime, datetime]:
+        """The period as UTC-aware instants [start, end): midnight to midnight in `tz`."""
+        zone = _zone(tz)
+        return (
+            datetime.combine(self.starts_on, datetime.min.time(), zone),
+            datetime.combine(self.ends_on, datetime.min.time(), zone),
+        )
+
+
+def _zone(tz: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise DomainError(f"unknown time zone {tz!r}") from None
+
+
+def period_of(
+    kind: str, *, today: date, starts_on: date | None = None, last_day: date | None = None
+) -> Period:
+    """This month, quarter or year (the one holding `today`), or a custom range of whole days (both ends in).
+
+    Raises DomainError for an unknown kind, a custom range without both ends, ending before it starts, or
+    longer than ten years.
+    """
+    if kind == "month":
+        first = today.replace(day=1)
+        return Period(kind, first, _add_months(first, 1))
+    if kind == "quarter":
+        first = date(today.year, (today.month - 1) // 3 * 3 + 1, 1)
+        return Period(kind, first, _add_months(first, 3))
+    if kind == "year":
+        return Period(kind, date(today.year, 1, 1), date(today.year + 1, 1, 1))
+    if kind != "custom":
+        raise DomainError(f"choose a period: {', '.join(PERIOD_KINDS)}")
+    if starts_on is None or last_day is None:
+        raise DomainError("a custom period needs a first and a last day")
+    if last_day < starts_on:
+        raise DomainError("the period's last day is before its first day")
+    if (last_day - starts_on).days > MAX_CUSTOM_DAYS:
+        raise DomainError("a custom period is at most ten years long")
+    return Period(kind, starts_on, last_day + timedelta(days=1))
+
+
+@dataclass(frozen=True)
+class SourceResult:
+    """Deals closed in the period whose lead source is `source` (NO_SOURCE: none of its contacts has one)."""
+
+    source: str
+    won: int
+    lost: int
+    won_value: MoneyByCurrency
+
+    @property
+    def conversion(self) -> float | None:
+        """won / (won + lost) of the deals closed in the period, None when none closed."""
+        closed = self.won + self.lost
+        return self.won / closed if closed else None
+
+
+@dataclass(frozen=True)
+class RepResult:
+    user_id: int
+    name: str
+    activities: int
+    """Activities the rep authored in the period (emails, calls, meetings, notes, completed tasks)."""
+    won_count: int
+    won_value: MoneyByCurrency
+    target: Decimal | None
+    target_currency: str | None
+
+    @property
+    def progress(self) -> float | None:
+        """Won value in the target's currency / the target, None without a target."""
+        if self.target is None or self.target_currency is None or self.target <= 0:
+            return None
+        return float(self.won_value.get(self.target_currency, Decimal(0)) / self.target)
+
+
+@dataclass(frozen=True)
+class Performance:
+    period: Period
+    won: int
+    lost: int
+    won_value: MoneyByCurrency
+    average_deal_size: MoneyByCurrency
+    """Mean value of the deals won in the period, per currency."""
+    by_source: list[SourceResult]
+    """Most won value first (summed over currencies as plain numbers, only to order), NO_SOURCE last."""
+    reps: list[RepResult]
+    """Active reps and managers, plus anyone with activities, wins or a target in the period; by name."""
+
+    @property
+    def conversion(self) -> float | None:
+        closed = self.won + self.lost
+        return self.won / closed if closed else None
+
+
+def lead_source_expr() -> ColumnElement[str | None]:
+    """A deal's lead source: that of its first contact (lowest id) that has one."""
+    return (
+        select(Contact.lead_source)
+        .join(deal_contacts, deal_contacts.c.contact_id == Contact.id)
+        .where(
+            deal_contacts.c.deal_id == Deal.id,
+            Contact.lead_source.is_not(None),
+            func.trim(Contact.lead_source) != "",
+        )
+        .order_by(Contact.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def performance(
+    session: Session,
+    *,
+    period: Period,
+    tz: str,
+    pipeline_id: int | None = None,
+    owner_id: int | None = None,
+) -> Performance:
+    """What happened in a period: deals won and lost (by close time), by lead source, average won deal,
+    and per rep their activities, won value and target. `owner_id` keeps one rep's deals and activities."""
+    start, end = period.bounds(tz)
+    scope: list[ColumnElement[bool]] = [
+        Deal.status.in_((DealStatus.WON, DealStatus.LOST)),
+        Deal.closed_at >= at(start),
+        Deal.closed_at < at(end),
+    ]
+    if pipeline_id is not None:
+        scope.append(Deal.pipeline_id == pipeline_id)
+    if owner_id is not None:
+        scope.append(Deal.owner_id == owner_id)
+    source = lead_source_expr().label("source")
+    closed = select(Deal.status, Deal.owner_id, Deal.currency, Deal.value, source).where(*scope).subquery()
+    rows = session.execute(
+        select(
+            closed.c.status,
+            closed.c.owner_id,
+            closed.c.currency,
+            closed.c.source,
+            func.count(),
+            func.sum(type_coerce(closed.c.value, BigInteger)),
+        ).group_by(closed.c.status, closed.c.owner_id, closed.c.currency, closed.c.source)
+    ).all()
+    won = lost = 0
+    won_cents: dict[str, int] = defaultdict(int)
+    won_count: dict[str, int] = defaultdict(int)
+    sources: dict[str, list[Any]] = {}
+    rep_won: dict[int, list[Any]] = {}
+    for status, owner, currency, lead_source, count, cents in rows:
+        key = (lead_source or "").strip() or NO_SOURCE
+        entry = sources.setdefault(key, [0, 0, defaultdict(int)])
+        if DealStatus(status) == DealStatus.LOST:
+            lost += count
+            entry[1] += count
+            continue
+        won += count
+        entry[0] += count
+        entry[2][currency] += int(cents or 0)
+        won_cents[currency] += int(cents or 0)
+        won_count[currency] += count
+        if owner is not None:
+            per_rep = rep_won.setdefault(owner, [0, defaultdict(int)])
+            per_rep[0] += count
+            per_rep[1][currency] += int(cents or 0)
+
+    by_source = [
+        SourceResult(source=key, won=w, lost=lo, won_value=_money_of(cents))
+        for key, (w, lo, cents) in sources.items()
+    ]
+    by_source.sort(
+        key=lambda s: (s.source == NO_SOURCE, -sum(s.won_value.values()), -s.won, s.source.lower())
+    )
+
+    # activities in [start, end): _activities_by_rep counts (since, until], so both ends move back 1 µs
+    tick = timedelta(microseconds=1)
+    activities, _kinds = _activities_by_rep(session, since=start - tick, now=end - tick, author_id=owner_id)
+    activity_counts = {a.user_id: a.total for a in activities}
+    targets = targets_for(session, period, user_id=owner_id)
+
+    people = select(User.id, User.name).where(
+        or_(
+            and_(User.active.is_(True), User.role.in_((Role.REP, Role.MANAGER))),
+            User.id.in_(set(activity_counts) | set(rep_won) | set(targets) or {-1}),
+        )
+    )
+    if owner_id is not None:
+        people = people.where(User.id == owner_id)
+    reps = []
+    for user_id, name in session.execute(people.order_by(User.name, User.id)):
+        count, cents = rep_won.get(user_id, [0, {}])
+        target = targets.get(user_id)
+        reps.append(
+            RepResult(
+                user_id=user_id,
+                name=name,
+                activities=activity_counts.get(user_id, 0),
+                won_count=count,
+                won_value=_money_of(cents),
+                target=target[0] if target else None,
+                target_currency=target[1] if target else None,
+            )
+        )
+    return Performance(
+        period=period,
+        won=won,
+        lost=lost,
+        won_value=_money_of(won_cents),
+        average_deal_size={
+            c: (Decimal(won_cents[c]) / 100 / n).quantize(CENT, rounding=ROUND_HALF_UP)
+            for c, n in sorted(won_count.items())
+        },
+        by_source=by_source,
+        reps=reps,
+    )
+
+
+def _money_of(cents: dict[str, int]) -> MoneyByCurrency:
+    return {c: (Decimal(v) / 100).quantize(CENT) for c, v in sorted(cents.items())}
+
+
+def targets_for(
+    session: Session, period: Period, *, user_id: int | None = None
+) -> dict[int, tuple[Decimal, str]]:
+    """Each rep's target for the period: the one set for exactly this period, else the sum of the targets set
+    for periods inside it (a quarter without its own target adds up its months), in one currency (the
+    currency of most of those targets; others are left out, never converted)."""
+    query = select(SalesTarget).where(
+        SalesTarget.starts_on >= period.starts_on, SalesTarget.ends_on <= period.ends_on
+    )
+    if user_id is not None:
+        query = query.where(SalesTarget.user_id == user_id)
+    exact: dict[int, tuple[Decimal, str]] = {}
+    inside: dict[int, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for target in session.scalars(query):
+        if (target.starts_on, target.ends_on) == (period.starts_on, period.ends_on):
+            exact[target.user_id] = (target.amount, target.currency)
+        else:
+            inside[target.user_id][target.currency] += target.amount
+    result = dict(exact)
+    for uid, amounts in inside.items():
+        if uid not in result:
+            currency = max(amounts, key=lambda c: (amounts[c], c))
+            result[uid] = (amounts[currency], currency)
+    return result
+
+
+def set_target(
+    session: Session,
+    *,
+    user: User,
+    period: Period,
+    amount: Decimal | None,
+    currency: str,
+    now: datetime,
+    by: User | None = None,
+) -> SalesTarget | None:
+    """Set (or with `amount` None, remove) a rep's target for exactly this period. Raises DomainError for a
+    negative amount or an unknown currency."""
+    existing = session.scalar(
+        select(SalesTarget).where(
+            SalesTarget.user_id == user.id,
+            SalesTarget.starts_on == period.starts_on,
+            SalesTarget.ends_on == period.ends_on,
+        )
+    )
+    if amount is None:
+        if existing is not None:
+            session.delete(existing)
+            session.flush()
+        return None
+    if amount < 0:
+        raise DomainError("a target is zero or more")
+    code = normalize_currency(currency)
+    if existing is None:
+        existing = SalesTarget(user=user, starts_on=period.starts_on, ends_on=period.ends_on)
+        session.add(existing)
+    existing.amount = amount
+    existing.currency = code
+    existing.set_by_id = by.id if by is not None else None
+    existing.updated_at = now
+    session.flush()
+    return existing

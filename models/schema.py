@@ -637,3 +637,25 @@ class MergedRecord(Base):
     merged_name: Mapped[str] = mapped_column(String(300), default="")
     merged_at: Mapped[datetime]
     merged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+
+class SalesTarget(Base):
+    """A rep's target (quota) of won value for one period (a month, a quarter or a year), set by an admin.
+
+    The period is [starts_on, ends_on): ends_on is the first day after it. models.reports owns what a target
+    means on the dashboard (a period without its own target adds up the targets inside it).
+    """
+
+    __tablename__ = "sales_targets"
+    __table_args__ = (UniqueConstraint("user_id", "starts_on", "ends_on"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    starts_on: Mapped[date] = mapped_column(Date)
+    ends_on: Mapped[date] = mapped_column(Date)
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(String(3))
+    set_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime]
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
