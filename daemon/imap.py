@@ -232,6 +232,16 @@ class ImapSession:
         finally:
             _shutdown_quietly(client)
 
+    def abort(self) -> None:
+        """From another thread: shut the connection's socket down, so a read blocked on it (an IDLE wait)
+        fails at once and its thread drops the connection. Never raises."""
+        client = self._client
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            # the plain socket's shutdown, also under TLS: it only ends the stream, the reader cleans up
+            socket.socket.shutdown(client.socket(), socket.SHUT_RDWR)
+
     def _login(self, client: Any) -> None:
         target = self.target
         if target.oauth is not None:

@@ -225,6 +225,9 @@ class Leases:
         """The mailboxes this daemon syncs now."""
         return frozenset(self._held)
 
+    def claim(self) -> None:
+        """Check this daemon may run at all (SQLite: no other daemon runs); raises DaemonRunningError."""
+
     def start(self) -> None:
         raise NotImplementedError
 
@@ -275,9 +278,9 @@ class SqliteLeases(Leases):
 
     _lock_file: Any = None
 
-    def start(self) -> None:
+    def claim(self) -> None:
         path = _sqlite_lock_path(self.engine, "daemon-lock")
-        if path is not None:
+        if path is not None and self._lock_file is None:
             handle = path.open("a+")
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -294,6 +297,9 @@ class SqliteLeases(Leases):
             handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
             handle.flush()
             self._lock_file = handle
+
+    def start(self) -> None:
+        self.claim()
         sessions = sessionmaker(bind=self.engine)
         with transaction(sessions) as session:
             self.daemon_id = register_daemon(
@@ -598,9 +604,10 @@ class PostgresLeases(Leases):
         self._unheld_ticks = {n: self._unheld_ticks.get(n, 0) + 1 for n in unheld}
         if settled:
             self._rng.shuffle(unheld)  # daemons taking at the same moment mostly try different mailboxes
+            starting = not self._held
             for name in unheld:
                 seen_free = self._unheld_ticks.get(name, 0)
-                if seen_free < 2 and self._held:
+                if seen_free < 2 and not starting:
                     continue  # free for one tick only: its last holder may still be closing its sessions
                 if len(self._held) >= share and seen_free <= ORPHAN_TICKS:
                     continue

@@ -6,6 +6,11 @@ panel is picked up without a restart. Each mailbox runs as one `_RunningMailbox`
 `start_mailbox`, stopped by `stop_mailbox`; a changed one (its settings, or a new OAuth grant) is stopped and
 started again.
 
+Which mailboxes this daemon runs is decided by its leases (daemon.leases): the reload keeps the list of
+mailboxes there are, the leases take this daemon's share of them (all of them on SQLite, where one daemon
+runs; an even share on PostgreSQL, where several may) and call `start_mailbox` and `stop_mailbox`. Giving a
+mailbox back shuts its IDLE connection at once and lets a running poll commit its batch first.
+
 Each mailbox's poll is one APScheduler job (max_instances=1, so a mailbox is never synced twice at once)
 that keeps its IMAP connections open between polls (one per folder: see daemon.sync.MailboxConnections), so
 a poll with nothing new costs one STATUS round trip per folder; all mailboxes share one pool of parser
@@ -31,13 +36,17 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.credentials import MailboxCredentials
 from daemon.imap import ImapAuthError, ImapError, ImapSession
+from daemon.leases import open_leases
 from daemon.matching import Team
 from daemon.sync import MailboxConnections, SyncResult, sync_mailbox
 from daemon.workers import ParserPool
+from models.db import engine_of, transaction
+from models.leases import record_idle
 from models.mailboxes import effective_mailboxes, grant_versions
 from models.schema import MailboxStatus
 from models.secrets import secret_box
@@ -72,6 +81,7 @@ class _RunningMailbox:
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     watcher: threading.Thread | None = None
+    idle: ImapSession | None = None  # the IDLE connection while it is up (aborted when the lease goes)
 
 
 class Daemon:
@@ -109,10 +119,25 @@ class Daemon:
         self.parser = ParserPool(settings.matching)
         self._running: dict[str, _RunningMailbox] = {}
         self._reload_lock = threading.Lock()
+        # the mailboxes there are (last reload), by name; the leases pick this daemon's share of them
+        self._wanted: dict[str, tuple[MailboxSettings, datetime | None]] = {}
+        self.leases = open_leases(
+            engine_of(sessions),
+            wanted=lambda: list(self._wanted),
+            acquire=self._lease_taken,
+            release=self._lease_given_back,
+            now_fn=now_fn,
+        )
+
+    def claim(self) -> None:
+        """Refuse to run when another daemon already runs on this SQLite database (DaemonRunningError)."""
+        self.leases.claim()
 
     def run(self) -> int:
+        self.claim()
         self.scheduler.start()
         mailboxes = self.reload_mailboxes()
+        self.leases.start()
         if not mailboxes:
             log.warning(
                 "no mailboxes in %s or in the panel yet: nothing to sync until one is added",
@@ -135,6 +160,10 @@ class Daemon:
             running = list(self._running.values())
             for mailbox in running:
                 mailbox.stop.set()
+                if mailbox.idle is not None:
+                    mailbox.idle.abort()
+        # hands every mailbox over (each commits its batch first) and tells the others this daemon stopped
+        self.leases.close()
         # wait=True lets running syncs notice `stop` between batches, commit and return
         self.scheduler.shutdown(wait=True)
         for mailbox in running:
@@ -170,19 +199,45 @@ class Daemon:
                 return wanted
             self.team = Team.of(self.settings.team, wanted)
             names = {m.name for m in wanted}
+            self._wanted = {m.name: (m, versions.get(m.name)) for m in wanted}
             for name in [n for n in self._running if n not in names]:
                 log.info("%s: removed or paused, no longer synced", name)
                 self.stop_mailbox(name)
             for mailbox in wanted:
                 running = self._running.get(mailbox.name)
                 version = versions.get(mailbox.name)
-                if running is not None and (running.mailbox, running.grant_version) == (mailbox, version):
-                    continue
-                if running is not None:
-                    log.info("%s: settings or sign-in changed, restarting its sync", mailbox.name)
-                    self.stop_mailbox(mailbox.name)
+                if running is None or (running.mailbox, running.grant_version) == (mailbox, version):
+                    continue  # a new mailbox starts when the leases give it to this daemon
+                log.info("%s: settings or sign-in changed, restarting its sync", mailbox.name)
+                self.stop_mailbox(mailbox.name)
                 self.start_mailbox(mailbox, grant_version=version)
         return wanted
+
+    # -- leases (daemon.leases calls these) ---------------------------------------------------------------
+
+    def _lease_taken(self, name: str) -> None:
+        with self._reload_lock:
+            if self.stop.is_set() or name not in self._wanted:
+                raise LookupError(f"{name}: not to be synced now")
+            if name not in self._running:
+                mailbox, version = self._wanted[name]
+                log.info("%s: syncing this mailbox from this daemon", name)
+                self.start_mailbox(mailbox, grant_version=version)
+
+    def _lease_given_back(self, name: str, at_once: bool) -> None:
+        running = self._running.get(name)
+        if running is None:
+            return
+        running.stop.set()
+        if running.idle is not None:
+            running.idle.abort()  # IDLE has nothing unfinished: drop it now, whatever the reason
+        if at_once:
+            log.warning("%s: lease lost, dropping its IMAP sessions", name)
+        with self._reload_lock:
+            if self._running.get(name) is running:
+                self.stop_mailbox(name)
+        if running.watcher is not None:
+            running.watcher.join(timeout=30)
 
     def start_mailbox(self, mailbox: MailboxSettings, *, grant_version: datetime | None = None) -> None:
         """Schedule the mailbox's poll (first run now) and its IDLE watcher."""
@@ -274,11 +329,17 @@ class Daemon:
                     imap.select_readonly("INBOX")
                     failures = 0
                     renew_at = datetime.now(UTC) + timedelta(seconds=IDLE_RENEW_SECONDS)
-                    while not stop.is_set() and datetime.now(UTC) < renew_at:
-                        # short IDLE rounds keep shutdown prompt; each round ends with DONE
-                        if imap.idle_wait(timeout=5.0):
-                            log.debug("%s: new mail signalled", mailbox.name)
-                            self.wake(mailbox.name)
+                    running.idle = imap
+                    self._record_idle(mailbox.name, up=True)
+                    try:
+                        while not stop.is_set() and datetime.now(UTC) < renew_at:
+                            # short IDLE rounds keep shutdown prompt; each round ends with DONE
+                            if imap.idle_wait(timeout=5.0):
+                                log.debug("%s: new mail signalled", mailbox.name)
+                                self.wake(mailbox.name)
+                    finally:
+                        running.idle = None
+                        self._record_idle(mailbox.name, up=False)
             except ImapAuthError:
                 return  # the poll job reports and backs off on credentials; IDLE would only hammer the server
             except ImapError as exc:
@@ -289,3 +350,14 @@ class Daemon:
                 failures += 1
                 log.exception("%s: IDLE watcher failed; retrying", mailbox.name)
                 stop.wait(min(IDLE_RETRY_SECONDS * failures, 600))
+
+    def _record_idle(self, name: str, *, up: bool) -> None:
+        """Tell status and /metrics whether this mailbox's IDLE is up (best effort: never stops IDLE)."""
+        daemon_id = self.leases.daemon_id
+        if daemon_id is None:
+            return
+        try:
+            with transaction(self.sessions) as session:
+                record_idle(session, name, daemon_id if up else None, now=self.now_fn())
+        except SQLAlchemyError as exc:
+            log.debug("%s: cannot record the IDLE state: %s", name, exc)

@@ -32,6 +32,7 @@ from threadline.logs import configure_logging
 
 if TYPE_CHECKING:
     from daemon.credentials import MailboxCredentials
+    from daemon.service import Daemon
 
 log = logging.getLogger("threadline")
 
@@ -515,9 +516,20 @@ def cmd_daemon(ctx: Context) -> int:
     sessions = ctx.sessions()
     stop = _stop_on_signals()
     daemon = Daemon(ctx.settings, sessions, stop=stop)
+    _claim(daemon)
     count = len(ctx.mailboxes(sessions))
     systemd.supervise(lambda: bool(daemon.scheduler.running), stop, status=f"syncing {count} mailbox(es)")
     return daemon.run()
+
+
+def _claim(daemon: Daemon) -> None:
+    """One line and exit status 1 when another daemon already runs on this SQLite database."""
+    from daemon.leases import DaemonRunningError
+
+    try:
+        daemon.claim()
+    except DaemonRunningError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def cmd_run(ctx: Context) -> int:
@@ -533,6 +545,7 @@ def cmd_run(ctx: Context) -> int:
     port = ctx.args.port if ctx.args.port is not None else settings.admin.port
     app = create_app(settings, sessions)
     daemon = Daemon(settings, sessions, stop=stop)
+    _claim(daemon)
     worker = threading.Thread(target=daemon.run, name="threadline-daemon")
     worker.start()
 
