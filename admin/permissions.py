@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort
+from flask import abort, g
 from flask_login import current_user
 
-from admin.context import db
+from admin.context import db, settings
+from models.privacy import BodyAccess, PrivacyPolicy, body_access
 from models.schema import Activity, Deal, Role, User
 
 
@@ -73,3 +74,23 @@ def can_refile(email: Activity) -> bool:
     return any(can_write(contact) for contact in email.contacts) or (
         email.company is not None and can_write(email.company)
     )
+
+
+def privacy_policy() -> PrivacyPolicy:
+    config = settings()
+    return PrivacyPolicy(config.mailboxes, admins_read_private=config.admin.admins_read_private)
+
+
+def bodies() -> BodyAccess:
+    """What of private mailboxes' mail the logged-in user may read in full (models.privacy owns the rule);
+    built once per request."""
+    if "body_access" not in g:
+        g.body_access = body_access(db(), user() if is_logged_in() else None, privacy_policy())
+    access = g.body_access
+    assert isinstance(access, BodyAccess)
+    return access
+
+
+def can_read_body(email: Activity) -> bool:
+    """May the logged-in user read this email's body, HTML, attachments and raw message?"""
+    return bodies().can_read(email)

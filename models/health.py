@@ -182,7 +182,9 @@ def mailbox_health(
     }
     polls: dict[str, int | None] = {m.name: m.poll_seconds for m in expected}
     for name, poll_seconds, paused_at in session.execute(
-        select(Mailbox.name, Mailbox.poll_seconds, Mailbox.paused_at).order_by(Mailbox.name)
+        select(Mailbox.name, Mailbox.poll_seconds, Mailbox.paused_at)
+        .where(Mailbox.removed_at.is_(None))
+        .order_by(Mailbox.name)
     ):
         # the config file's mailbox of the same name wins, as it does for the daemon
         polls.setdefault(name, None if paused_at is not None else int(poll_seconds))

@@ -8,9 +8,11 @@ A mailbox that signs in with OAuth has an `OAuthGrant`, keyed by the mailbox's n
 connected too). Every token and password passes through models.secrets on its way in and out: this module
 never writes one to a column in clear, and never puts one in a repr, a log line or an error message.
 
-Removing a mailbox deletes its row and its grant; the email it logged stays (activities and their sightings
-name the mailbox, they do not point at this row), and so does its sync cursor, so adding the same mailbox
-again carries on where it stopped instead of fetching everything twice.
+Removing a mailbox deletes its grant and its password and marks the row removed (it leaves every list and
+the daemon); the email it logged stays (activities and their sightings name the mailbox), and so does its
+sync cursor, so adding the same mailbox again carries on where it stopped instead of fetching everything
+twice. The row itself stays so that mail keeps its owner and its privacy (models.privacy): removing a
+private mailbox never opens its mail to everyone. Adding a mailbox of the same name takes the row over.
 """
 
 from __future__ import annotations
@@ -126,11 +128,17 @@ def create_mailbox(
     name = fields.name.strip()
     if name in config_names:
         raise DomainError(f"a mailbox named {name!r} is already defined in the config file")
-    if session.scalar(select(Mailbox.id).where(Mailbox.name == name)) is not None:
+    mailbox = session.scalar(select(Mailbox).where(Mailbox.name == name))
+    if mailbox is not None and mailbox.removed_at is None:
         raise DomainError(f"a mailbox named {name!r} already exists")
-    mailbox = Mailbox(name=name, created_at=now)
+    revived = mailbox is not None
+    if mailbox is None:
+        mailbox = Mailbox(name=name, created_at=now)
     _apply(session, mailbox, fields, password=password, box=box, providers=providers, now=now)
-    session.add(mailbox)
+    mailbox.removed_at = None
+    mailbox.paused_at = None
+    if not revived:
+        session.add(mailbox)
     session.flush()
     return mailbox
 
@@ -186,12 +194,15 @@ def resume_mailbox(session: Session, name: str, *, now: datetime) -> Mailbox:
     return mailbox
 
 
-def remove_mailbox(session: Session, name: str, *, box: SecretBox | None) -> str | None:
-    """Delete a stored mailbox and its grant; what it logged stays. Returns the grant's refresh token (in
-    memory only) when there was one, so the caller can revoke it at the provider; None otherwise."""
+def remove_mailbox(session: Session, name: str, *, box: SecretBox | None, now: datetime) -> str | None:
+    """Remove a stored mailbox: its grant and password are deleted, it is no longer listed nor synced; what it
+    logged stays, with its privacy. Returns the grant's refresh token (in memory only) when there was one,
+    so the caller can revoke it at the provider; None otherwise."""
     mailbox = _get(session, name)
     refresh_token = delete_grant(session, mailbox.name, box=box)
-    session.delete(mailbox)
+    mailbox.password_encrypted = None
+    mailbox.removed_at = now
+    mailbox.updated_at = now
     session.flush()
     return refresh_token
 
@@ -210,7 +221,7 @@ def effective_mailboxes(
     """
     result = list(config_mailboxes)
     taken = {m.name for m in config_mailboxes}
-    query = select(Mailbox).order_by(Mailbox.name)
+    query = select(Mailbox).where(Mailbox.removed_at.is_(None)).order_by(Mailbox.name)
     if not include_paused:
         query = query.where(Mailbox.paused_at.is_(None))
     owners = {u.id: u.email for u in session.scalars(select(User).where(User.id.in_(
@@ -335,7 +346,7 @@ def _owner(session: Session, email: str | None) -> User | None:
 
 
 def _get(session: Session, name: str) -> Mailbox:
-    mailbox = session.scalar(select(Mailbox).where(Mailbox.name == name))
+    mailbox = session.scalar(select(Mailbox).where(Mailbox.name == name, Mailbox.removed_at.is_(None)))
     if mailbox is None:
         raise NotFoundError(f"no mailbox named {name!r} in the database")
     return mailbox

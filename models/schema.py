@@ -459,6 +459,8 @@ class Mailbox(Base):
     timeout_seconds: Mapped[float] = mapped_column(Float, default=30.0)
     sharing: Mapped[Sharing] = mapped_column(_enum(Sharing), default=Sharing.SHARED)
     paused_at: Mapped[datetime | None]
+    # removed in the panel: the row stays (unlisted, unsynced) so its logged mail keeps its owner and privacy
+    removed_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

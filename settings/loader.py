@@ -510,6 +510,7 @@ class _Reader:
             secure_cookies=t.boolean("secure_cookies", False),
             threads=t.integer("threads", 8, minimum=1, maximum=64),
             trusted_proxy_hops=t.integer("trusted_proxy_hops", 0, minimum=0, maximum=10),
+            admins_read_private=t.boolean("admins_read_private", False),
         )
 
     def metrics(self, t: _Table) -> MetricsSettings:

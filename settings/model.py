@@ -282,6 +282,7 @@ class AdminSettings:
     secure_cookies: bool = False
     threads: int = 8
     trusted_proxy_hops: int = 0
+    admins_read_private: bool = False  # admins read private mailboxes' bodies too (models.privacy)
 
 
 @dataclass(frozen=True)

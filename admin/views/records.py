@@ -179,6 +179,8 @@ class RecordsView(GuardedView):
         opened_id = request.args.get("open", type=int)
         opened_html = None
         opened = next((a for a in activities if a.id == opened_id), None)
+        if opened is not None and not permissions.can_read_body(opened):
+            opened = None
         if opened is not None and opened.body_html:
             opened_html = clean_email_html(opened.body_html)
         users = session.scalars(select(User).where(User.active.is_(True)).order_by(User.name)).all()
@@ -197,6 +199,7 @@ class RecordsView(GuardedView):
             may_assign=permissions.is_manager_or_admin(),
             can_write=permissions.can_write,
             can_refile=permissions.can_refile,
+            can_read_body=permissions.can_read_body,
             me=permissions.user(),
             fmt_datetime=fmt_datetime,
             fmt_money=fmt_money,
@@ -345,6 +348,7 @@ class RecordsView(GuardedView):
             "threadline/link_email.html",
             activity=activity,
             candidates=candidates,
+            readable=permissions.can_read_body(activity),
             fmt_datetime=fmt_datetime,
             fmt_money=fmt_money,
             can_write=permissions.can_write,
@@ -357,6 +361,8 @@ class RecordsView(GuardedView):
         row = db().get(Attachment, attachment_id)
         if row is None or row.content is None:
             abort(404)
+        if not permissions.can_read_body(row.activity):
+            abort(403)  # an attachment of a private mailbox's mail: its owner's only
         # always a download, never rendered: an attachment may be HTML or SVG carrying script
         response = send_file(
             io.BytesIO(row.content),

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response as BaseResponse
 
+from admin import permissions
 from admin.context import db
 from admin.formatting import fmt_datetime
 from admin.views.base import AdminOnlyView, expose
@@ -71,6 +72,8 @@ class SyncStatusView(AdminOnlyView):
         row = db().get(QuarantinedMessage, message_id)
         if row is None:
             abort(404)
+        if not permissions.bodies().can_read_mailbox(row.mailbox):
+            abort(403)  # the raw message of a private mailbox: its owner's only
         response = send_file(
             io.BytesIO(row.raw),
             mimetype="application/octet-stream",

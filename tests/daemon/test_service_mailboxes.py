@@ -131,7 +131,7 @@ def test_mailboxes_added_changed_paused_and_removed_are_followed_without_a_resta
     wait_for(lambda: "While paused" in subjects(sqlite_db), 20, "the resumed mailbox to catch up")
 
     with transaction(sqlite_db.sessions) as session:
-        remove_mailbox(session, "jane", box=box)
+        remove_mailbox(session, "jane", box=box, now=now)
     wait_for(lambda: "jane" not in daemon.running_mailboxes(), 10, "the removed mailbox to stop")
     dovecot.append(user, "INBOX", [mail(user, "After removal")])
     time.sleep(2.5)

@@ -239,13 +239,16 @@ def test_removing_a_mailbox_keeps_what_it_logged_and_hands_back_the_token_to_rev
     session.add(EmailSighting(activity=activity, mailbox="sales", folder="INBOX", seen_at=NOW))
     session.commit()
 
-    assert remove_mailbox(session, "sales", box=box) == REFRESH
+    assert remove_mailbox(session, "sales", box=box, now=NOW) == REFRESH
     session.commit()
-    assert session.scalar(select(Mailbox)) is None and session.scalar(select(OAuthGrant)) is None
+    assert effective_mailboxes(session, (), box=box, include_paused=True) == ()
+    assert session.scalar(select(OAuthGrant)) is None
+    removed = session.scalar(select(Mailbox))
+    assert removed is not None and removed.removed_at == NOW and removed.password_encrypted is None
     assert session.scalar(select(Activity.subject)) == "Logged from sales"
     assert session.scalar(select(EmailSighting.mailbox)) == "sales"
     with pytest.raises(NotFoundError):
-        remove_mailbox(session, "sales", box=box)
+        remove_mailbox(session, "sales", box=box, now=NOW)
 
 
 def test_a_grant_keeps_its_tokens_encrypted_and_a_refusal_marks_it(session, box):
