@@ -34,9 +34,12 @@ from admin.views.contacts import ContactView
 from admin.views.dashboard import DashboardView
 from admin.views.deals import DealView
 from admin.views.merge import MergeView
+from admin.views.myday import MyDayView
 from admin.views.notifications import NotificationsView, unread_notifications
 from admin.views.pipelines import PipelineView, StageView
+from admin.views.quick import QuickAddView
 from admin.views.records import RecordsView
+from admin.views.search import SearchView
 from admin.views.syncstatus import SyncStatusView
 from admin.views.tasks import TaskView
 from admin.views.users import UserView
@@ -141,18 +144,19 @@ def create_app(
 
     @app.route("/")
     def _root() -> BaseResponse:
-        return redirect(url_for("admin.index"))
+        return redirect(url_for("myday.index"))
 
     return app
 
 
 def add_views(admin: Admin, db_session: context.RequestSession) -> None:
     """Every page of the panel, in menu order."""
+    admin.add_view(MyDayView(name="My day", endpoint="myday", url="/admin/day"))
     records: tuple[tuple[type[ThreadlineModelView], type[Any], str, str], ...] = (
         (ContactView, Contact, "Contacts", "contact"),
         (CompanyView, Company, "Companies", "company"),
         (DealView, Deal, "Deals", "deal"),
-        (TaskView, Task, "Tasks", "task"),
+        (TaskView, Task, "Planned activities", "task"),
         (ActivityView, Activity, "Activities", "activity"),
     )
     for view, model, name, endpoint in records:
@@ -166,6 +170,8 @@ def add_views(admin: Admin, db_session: context.RequestSession) -> None:
         admin.add_view(view(model, db_session, name=name, endpoint=endpoint, category="Settings"))
     admin.add_view(BoardView(name="Board", endpoint="board", url="/admin/board"))
     admin.add_view(RecordsView(name="Records", endpoint="records", url="/admin/records"))
+    admin.add_view(SearchView(name="Search", endpoint="search", url="/admin/search"))
+    admin.add_view(QuickAddView(name="New", endpoint="quick", url="/admin/quick"))
     admin.add_view(SyncStatusView(name="Sync status", endpoint="syncstatus", url="/admin/sync"))
     admin.add_view(MergeView(name="Duplicates", endpoint="merge", url="/admin/merge"))
     admin.add_view(

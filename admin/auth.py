@@ -50,6 +50,10 @@ def remember_session_version(user: User) -> None:
     session[SESSION_VERSION_KEY] = user.session_version
 
 
+HOME = "myday.index"
+"""Where a login lands without a `next`: the user's day (models.agenda)."""
+
+
 def init_auth(app: Flask) -> None:
     manager = LoginManager(app)
     manager.login_view = "login"
@@ -72,7 +76,7 @@ def init_auth(app: Flask) -> None:
     def login() -> BaseResponse | tuple[str, int] | str:
         next_url = safe_next(request.values.get("next"))
         if current_user.is_authenticated:
-            return redirect(next_url or url_for("admin.index"))
+            return redirect(next_url or url_for(HOME))
         if request.method == "GET":
             return render_template("threadline/login.html", next=next_url or "", email="")
         email = (request.form.get("email") or "").strip().lower()
@@ -94,7 +98,7 @@ def init_auth(app: Flask) -> None:
         session.clear()
         login_user(LoggedInUser(user))
         remember_session_version(user)
-        return redirect(next_url or url_for("admin.index"))
+        return redirect(next_url or url_for(HOME))
 
     @app.route("/logout", methods=["POST"])
     def logout() -> BaseResponse:

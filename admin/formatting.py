@@ -9,7 +9,7 @@ stay apart ("€12,000 + $40,000"), never summed.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
@@ -40,6 +40,26 @@ def parse_local_datetime(value: str | None) -> datetime | None:
     except ValueError:
         raise DomainError(f"{value!r} is not a date and time (use YYYY-MM-DD HH:MM)") from None
     return local_naive_to_utc(parsed)
+
+
+def parse_local_date(value: str | None) -> date | None:
+    """A `date` input ('2026-11-23'), or None when empty."""
+    if not value or not value.strip():
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise DomainError(f"{value!r} is not a date (use YYYY-MM-DD)") from None
+
+
+def parse_local_time(value: str | None) -> time | None:
+    """A `time` input ('09:30'), or None when empty (the activity is due any time that day)."""
+    if not value or not value.strip():
+        return None
+    try:
+        return time.fromisoformat(value.strip())
+    except ValueError:
+        raise DomainError(f"{value!r} is not a time (use HH:MM)") from None
 
 
 def fmt_datetime(value: datetime | None) -> str:
@@ -125,3 +145,16 @@ def initials(name: str | None) -> str:
 def split_list(text: str | None) -> list[str]:
     """A comma (or semicolon) separated form field as its items."""
     return [item.strip() for item in (text or "").replace(";", ",").split(",") if item.strip()]
+
+
+def fmt_due(value: datetime | None, has_time: bool = True) -> str:
+    """A planned activity's due date as people say it: "today 14:00", "tomorrow", "Mon 24 Nov 09:30"."""
+    if value is None:
+        return "no date"
+    local = value.astimezone(team_tz())
+    today = now().astimezone(team_tz()).date()
+    days = (local.date() - today).days
+    day = {0: "today", 1: "tomorrow", -1: "yesterday"}.get(days) or local.strftime("%a %d %b").replace(
+        " 0", " "
+    )
+    return f"{day} {local:%H:%M}" if has_time else day

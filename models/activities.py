@@ -149,7 +149,9 @@ def complete_task(session: Session, task: Task, *, now: datetime, by: User | Non
     company = task.company or (task.deal.company if task.deal else None)
     if company is None and task.contact is not None:
         company = task.contact.company
-    subject = task.title if kind != ActivityKind.TASK else f"{KIND_WORDS[task.kind]} done: {task.title}"
+    subject = {PlannedKind.EMAIL: "Email sent: ", PlannedKind.TODO: "Task done: "}.get(
+        task.kind, ""
+    ) + task.title
     activity = Activity(
         kind=kind,
         occurred_at=now,

@@ -155,6 +155,60 @@ def set_company_domains(session: Session, company: Company, domains: Iterable[st
     company.domains[:] = [existing.get(d) or CompanyDomain(domain=d) for d in dict.fromkeys(wanted)]
 
 
+# ---- one at a time (the panel's quick add) ------------------------------------------------------------
+
+
+def create_company(
+    session: Session, *, name: str, now: datetime, domains: Iterable[str] = (), owner: User | None = None
+) -> Company:
+    """A new company with its email domains (each checked by models.domains, none taken by another)."""
+    if not name.strip():
+        raise DomainError("a company needs a name")
+    company = Company(name=name.strip(), owner=owner, created_at=now)
+    set_company_domains(session, company, domains)
+    session.add(company)
+    session.flush()
+    return company
+
+
+def company_named(session: Session, name: str, *, now: datetime, owner: User | None = None) -> Company | None:
+    """The company of that name (case aside), or a new one: the contact form's inline company. None for ''."""
+    if not name.strip():
+        return None
+    return find_company_by_name(session, name) or create_company(session, name=name, now=now, owner=owner)
+
+
+def create_contact(
+    session: Session,
+    *,
+    name: str,
+    now: datetime,
+    emails: Iterable[str] = (),
+    phone: str = "",
+    title: str = "",
+    company: Company | None = None,
+    owner: User | None = None,
+    lead_source: str = "",
+) -> Contact:
+    """A new contact; an address that is not one or belongs to another contact is refused (DomainError)."""
+    addresses = [e for e in emails if e.strip()]
+    if not name.strip() and not addresses:
+        raise DomainError("a contact needs a name or an email address")
+    contact = Contact(
+        name=name.strip() or display_name_from_email(addresses[0]),
+        phone=phone.strip() or None,
+        title=title.strip() or None,
+        company=company,
+        owner=owner,
+        lead_source=lead_source.strip() or None,
+        created_at=now,
+    )
+    session.add(contact)
+    set_contact_emails(session, contact, addresses)
+    session.flush()
+    return contact
+
+
 # ---- bulk creation ----------------------------------------------------------------------------------------
 
 

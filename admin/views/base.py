@@ -128,6 +128,12 @@ class ThreadlineModelView(LoginRequired, ModelView):  # type: ignore[misc]
     """Login required; per-role create/edit/delete; bulk owner reassignment for managers and admins."""
 
     list_template = "threadline/model_list.html"
+    create_template = "threadline/model_create.html"
+    edit_template = "threadline/model_edit.html"
+    quick_add: str | None = None
+    """The quick-add form (admin.views.quick) that replaces Flask-Admin's create form for people."""
+    record_page: str | None = None
+    """The record page a save opens (instead of the list)."""
     page_size = 20
     can_set_page_size = True
     can_export = True
@@ -185,6 +191,18 @@ class ThreadlineModelView(LoginRequired, ModelView):  # type: ignore[misc]
         if name == "reassign":
             return permissions.is_manager_or_admin() and hasattr(self.model, "owner_id")
         return bool(super().is_action_allowed(name))
+
+    @expose("/new/", methods=("GET", "POST"))
+    def create_view(self) -> Any:
+        if request.method == "GET" and self.quick_add is not None:
+            wanted: dict[str, Any] = {k: v for k, v in request.args.items() if k.endswith("_id")}
+            return redirect(url_for(self.quick_add, **wanted))
+        return super().create_view()
+
+    def get_save_return_url(self, model: Any, is_created: bool = False) -> str:
+        if self.record_page is not None and model is not None and getattr(model, "id", None) is not None:
+            return url_for(self.record_page, record_id=model.id)
+        return str(super().get_save_return_url(model, is_created))
 
     @expose("/edit/", methods=("GET", "POST"))
     def edit_view(self) -> Any:

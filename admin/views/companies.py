@@ -19,6 +19,8 @@ from models.schema import Company
 
 class CompanyView(MergeListAction, ThreadlineModelView):
     merge_kinds = "companies"
+    quick_add = "quick.company"
+    record_page = "records.company"
     column_list = ("name", "domains", "owner", "created_at", "last_activity_at")
     column_sortable_list = ("name", ("owner", "owner.name"), "created_at", "last_activity_at")
     column_searchable_list = ("name", "domains.domain")
@@ -43,7 +45,7 @@ class CompanyView(MergeListAction, ThreadlineModelView):
             "Domains", description="Email domains of this company, comma separated"
         )
     }
-    form_ajax_refs = {"owner": {"fields": ("name", "email"), "page_size": 10}}
+    form_ajax_refs = {"owner": {"fields": ("name", "email"), "page_size": 10, "placeholder": "Type a name"}}
 
     def get_query(self) -> Any:
         # a collection Flask-Admin does not join: loaded with the page instead of one query per row

@@ -19,6 +19,8 @@ from models.schema import Contact
 
 class ContactView(MergeListAction, ThreadlineModelView):
     merge_kinds = "contacts"
+    quick_add = "quick.contact"
+    record_page = "records.contact"
     column_list = ("name", "emails", "company", "owner", "lead_source", "created_at", "last_activity_at")
     column_sortable_list = (
         "name",
@@ -53,8 +55,8 @@ class ContactView(MergeListAction, ThreadlineModelView):
         "email_addresses": fields.StringField("Email addresses", description="comma separated")
     }
     form_ajax_refs = {
-        "company": {"fields": ("name",), "page_size": 10},
-        "owner": {"fields": ("name", "email"), "page_size": 10},
+        "company": {"fields": ("name",), "page_size": 10, "placeholder": "Type to find a company"},
+        "owner": {"fields": ("name", "email"), "page_size": 10, "placeholder": "Type a name"},
     }
 
     def get_query(self) -> Any:

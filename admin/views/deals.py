@@ -39,6 +39,8 @@ def currency_code(form: Form, field: Field) -> None:
 
 
 class DealView(ThreadlineModelView):
+    quick_add = "quick.deal"
+    record_page = "records.deal"
     column_list = (
         "title",
         "company",
@@ -105,9 +107,9 @@ class DealView(ThreadlineModelView):
         "currency": {"default": DEFAULT_CURRENCY, "validators": [currency_code]},
     }
     form_ajax_refs = {
-        "company": {"fields": ("name",), "page_size": 10},
-        "contacts": {"fields": ("name",), "page_size": 10},
-        "owner": {"fields": ("name", "email"), "page_size": 10},
+        "company": {"fields": ("name",), "page_size": 10, "placeholder": "Type to find a company"},
+        "contacts": {"fields": ("name",), "page_size": 10, "placeholder": "Type to find contacts"},
+        "owner": {"fields": ("name", "email"), "page_size": 10, "placeholder": "Type a name"},
     }
     form_extra_fields = {
         "first_stage": fields.SelectField("Stage", coerce=str, choices=[], validate_choice=False),

@@ -21,11 +21,27 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from admin import permissions
 from admin.auth import safe_next
-from admin.context import db, now
-from admin.formatting import fmt_datetime, fmt_money, parse_local_datetime
+from admin.context import db, now, team_tz
+from admin.formatting import (
+    fmt_datetime,
+    fmt_due,
+    fmt_money,
+    parse_local_date,
+    parse_local_datetime,
+    parse_local_time,
+)
 from admin.views.base import GuardedView, expose
 from models import email_log
-from models.activities import MANUAL_KINDS, complete_task, create_task, log_activity
+from models.activities import (
+    KIND_WORDS,
+    MANUAL_KINDS,
+    complete_task,
+    create_task,
+    due_state,
+    log_activity,
+    next_activity_for_deals,
+    planned_due,
+)
 from models.deals import move_deal_to_stage
 from models.errors import DomainError
 from models.merge import MergeKind, kept_id_of
@@ -38,6 +54,7 @@ from models.schema import (
     Deal,
     DealStageChange,
     DealStatus,
+    PlannedKind,
     Stage,
     StageKind,
     Task,
@@ -99,8 +116,14 @@ class RecordsView(GuardedView):
         deals = session.scalars(
             select(Deal).where(Deal.company_id == company.id).order_by(Deal.created_at.desc()).limit(100)
         ).all()
+        tasks = session.scalars(
+            select(Task)
+            .where(Task.company_id == company.id)
+            .order_by(Task.done_at.is_not(None), Task.due_at)
+            .limit(100)
+        ).all()
         return self._render_record(
-            "company", company, Activity.company_id == company.id, contacts=contacts, deals=deals, tasks=[]
+            "company", company, Activity.company_id == company.id, contacts=contacts, deals=deals, tasks=tasks
         )
 
     @expose("/deal/<int:record_id>")
@@ -134,6 +157,7 @@ class RecordsView(GuardedView):
             tasks=tasks,
             contacts=list(deal.contacts),
             may_move=permissions.can_move(deal),
+            next_activity=next_activity_for_deals(session, [deal.id]).get(deal.id),
         )
 
     def _merged(self, kind: MergeKind, record_id: int) -> BaseResponse:
@@ -206,6 +230,10 @@ class RecordsView(GuardedView):
             ActivityKind=ActivityKind,
             StageKind=StageKind,
             DealStatus=DealStatus,
+            kind_words=KIND_WORDS,
+            fmt_due=fmt_due,
+            due_state=lambda t: due_state(t.due_at, t.has_due_time, now(), team_tz()),
+            today=now().astimezone(team_tz()).date().isoformat(),
             **extra,
         )
 
@@ -252,30 +280,40 @@ class RecordsView(GuardedView):
 
     @expose("/<kind>/<int:record_id>/task", methods=("POST",))
     def add_task(self, kind: str, record_id: int) -> BaseResponse:
+        """Plan an activity on this record: a type, a subject, a day and an optional time, an assignee."""
         record = self._record(kind, record_id)
-        if isinstance(record, Company):
-            abort(404)
         session = db()
         try:
             assignee: User | None = permissions.user()
             wanted = request.form.get("assignee_id", "")
             if permissions.is_manager_or_admin() and wanted.isdigit():
                 assignee = session.get(User, int(wanted))
-            create_task(
+            if request.form.get("due_on"):
+                due_at, has_time = planned_due(
+                    parse_local_date(request.form.get("due_on")),
+                    parse_local_time(request.form.get("due_time")),
+                    team_tz(),
+                )
+            else:  # one date-and-time field (older forms, scripts)
+                due_at, has_time = parse_local_datetime(request.form.get("due_at")), True
+            task = create_task(
                 session,
                 title=request.form.get("title", "")[:500],
                 now=now(),
-                due_at=parse_local_datetime(request.form.get("due_at")),
+                kind=request.form.get("kind") or PlannedKind.TODO,
+                due_at=due_at,
+                has_due_time=has_time,
                 assignee=assignee,
                 deal=record if isinstance(record, Deal) else None,
                 contact=record if isinstance(record, Contact) else None,
+                company=record if isinstance(record, Company) else None,
                 notes=request.form.get("notes", ""),
             )
             session.commit()
-            flash("Task added.", "success")
+            flash(f"{KIND_WORDS[task.kind]} planned.", "success")
         except DomainError as exc:
             session.rollback()
-            flash(f"Task not added: {exc}", "error")
+            flash(f"Not planned: {exc}", "error")
         return self._back(kind, record_id)
 
     @expose("/task/<int:task_id>/complete", methods=("POST",))
@@ -287,7 +325,7 @@ class RecordsView(GuardedView):
         permissions.require_write(task)
         complete_task(session, task, now=now(), by=permissions.user())
         session.commit()
-        flash(f"Task done: {task.title}", "success")
+        flash(f"Done: {task.title}. Logged on the timeline; plan the next step?", "success")
         back = safe_next(request.form.get("next"))
         if back is not None:
             return redirect(back)

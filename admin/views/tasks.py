@@ -1,4 +1,4 @@
-"""The task list and form.
+"""The planned activities (calls, meetings, emails, to-dos: `Task` rows): the list and the edit form.
 
 Every open task shows a *Mark done* button to whoever may change it (its assignee, managers, admins): one
 click, a CSRF-protected POST to the record pages' completion endpoint, which goes through
@@ -19,10 +19,10 @@ from wtforms import fields, validators
 
 from admin import permissions
 from admin.context import now, team_tz
-from admin.formatting import fmt_datetime, local_naive_to_utc
+from admin.formatting import fmt_datetime, fmt_due, local_naive_to_utc
 from admin.views.base import ThreadlineModelView, commit, owner_name, related_link
 from admin.views.filters import UTCDateBetweenFilter, user_options
-from models.activities import create_task
+from models.activities import KIND_WORDS, create_task
 from models.schema import Task
 
 DONE_FORM = Markup(
@@ -49,9 +49,27 @@ def done_column(view: Any, context: Any, model: Task, name: str) -> Markup | str
 
 
 class TaskView(ThreadlineModelView):
+    quick_add = "quick.activity"
     owner_field = "assignee"
-    column_list = ("title", "assignee", "due_at", "done_at", "deal", "contact", "created_at")
-    column_labels = {"due_at": "Due", "done_at": "Done"}
+    column_list = (
+        "kind",
+        "title",
+        "assignee",
+        "due_at",
+        "done_at",
+        "deal",
+        "contact",
+        "company",
+        "created_at",
+    )
+    column_labels = {
+        "kind": "Type",
+        "title": "Subject",
+        "assignee": "Assigned to",
+        "due_at": "Due",
+        "done_at": "Done",
+        "created_at": "Planned on",
+    }
     column_sortable_list = ("title", ("assignee", "assignee.name"), "due_at", "done_at", "created_at")
     column_searchable_list = ("title",)
     column_default_sort = ("due_at", False)
@@ -61,6 +79,9 @@ class TaskView(ThreadlineModelView):
         UTCDateBetweenFilter(Task.done_at, "Done"),
     )
     column_formatters = {
+        "kind": lambda v, c, m, n: KIND_WORDS[m.kind],
+        "due_at": lambda v, c, m, n: fmt_due(m.due_at, m.has_due_time),
+        "company": related_link("records.company", "company", "name"),
         "assignee": owner_name,
         "done_at": done_column,
         "deal": related_link("records.deal", "deal", "title"),
@@ -71,7 +92,8 @@ class TaskView(ThreadlineModelView):
         "deal": lambda v, c, m, n: m.deal.title if m.deal else "",
         "contact": lambda v, c, m, n: m.contact.name if m.contact else "",
     }
-    form_columns = ("title", "notes", "due_at", "assignee", "deal", "contact")
+    form_columns = ("kind", "title", "notes", "due_at", "assignee", "deal", "contact")
+    form_choices = {"kind": [(k.value, word) for k, word in KIND_WORDS.items()]}
     form_overrides = {"due_at": fields.DateTimeLocalField}
     form_args = {
         "due_at": {
@@ -83,9 +105,9 @@ class TaskView(ThreadlineModelView):
         }
     }
     form_ajax_refs = {
-        "deal": {"fields": ("title",), "page_size": 10},
-        "contact": {"fields": ("name",), "page_size": 10},
-        "assignee": {"fields": ("name", "email"), "page_size": 10},
+        "deal": {"fields": ("title",), "page_size": 10, "placeholder": "Type to find a deal"},
+        "contact": {"fields": ("name",), "page_size": 10, "placeholder": "Type to find a contact"},
+        "assignee": {"fields": ("name", "email"), "page_size": 10, "placeholder": "Type a name"},
     }
 
     @property  # type: ignore[override]
@@ -106,6 +128,7 @@ class TaskView(ThreadlineModelView):
                 deal=form.deal.data,
                 contact=form.contact.data,
                 notes=form.notes.data or "",
+                kind=form.kind.data or "todo",
             )
         )
         return created or False

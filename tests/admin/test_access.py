@@ -194,7 +194,7 @@ def test_inactive_users_and_foreign_next_urls_are_refused(app, make_user):
             "next": "https://evil.example/",
         },
     )
-    assert response.status_code == 302 and response.headers["Location"] == "/admin/"
+    assert response.status_code == 302 and response.headers["Location"] == "/admin/day/"
     session_cookie = next(
         c for c in response.headers.getlist("Set-Cookie") if c.startswith("threadline_session=")
     )

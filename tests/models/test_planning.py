@@ -62,7 +62,7 @@ def test_a_completed_call_is_logged_as_a_call_on_the_deal_contact_and_company(
     logged = complete_task(session, todo, now=now, by=rep)
     assert logged is not None and (logged.kind, logged.subject) == (
         ActivityKind.TASK,
-        "To-do done: Send the contract",
+        "Task done: Send the contract",
     )
     assert logged.company_id == acme.id
 
