@@ -21,7 +21,7 @@ from admin import permissions
 from admin.context import now, team_tz
 from admin.formatting import fmt_datetime, fmt_due, local_naive_to_utc
 from admin.views.base import ThreadlineModelView, commit, owner_name, related_link
-from admin.views.filters import UTCDateBetweenFilter, user_options
+from admin.views.filters import UTCDateBetweenFilter, choices, user_options
 from models.activities import KIND_WORDS, create_task
 from models.schema import Task
 
@@ -93,16 +93,20 @@ class TaskView(ThreadlineModelView):
         "contact": lambda v, c, m, n: m.contact.name if m.contact else "",
     }
     form_columns = ("kind", "title", "notes", "due_at", "assignee", "deal", "contact")
-    form_choices = {"kind": [(k.value, word) for k, word in KIND_WORDS.items()]}
-    form_overrides = {"due_at": fields.DateTimeLocalField}
+    form_overrides = {"due_at": fields.DateTimeLocalField, "kind": fields.SelectField}
     form_args = {
+        "kind": {
+            "label": "Type",
+            "coerce": str,
+            "choices": choices([(k.value, word) for k, word in KIND_WORDS.items()]),
+        },
         "due_at": {
             # the browser's date-time picker; typed times are the team's local time
             "format": ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"],
             "tz": team_tz,
             "validators": [validators.Optional()],
             "description": "in your team's time zone",
-        }
+        },
     }
     form_ajax_refs = {
         "deal": {"fields": ("title",), "page_size": 10, "placeholder": "Type to find a deal"},
