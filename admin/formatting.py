@@ -148,13 +148,11 @@ def split_list(text: str | None) -> list[str]:
 
 
 def fmt_due(value: datetime | None, has_time: bool = True) -> str:
-    """A planned activity's due date as people say it: "today 14:00", "tomorrow", "Mon 24 Nov 09:30"."""
+    """A planned activity's due day as people say it, with its time if it has one: "today 14:00",
+    "tomorrow", "Mon 24 Nov 09:30" (further than a day away: the weekday and date, easier to plan with)."""
     if value is None:
         return "no date"
     local = value.astimezone(team_tz())
-    today = now().astimezone(team_tz()).date()
-    days = (local.date() - today).days
-    day = {0: "today", 1: "tomorrow", -1: "yesterday"}.get(days) or local.strftime("%a %d %b").replace(
-        " 0", " "
-    )
+    days = (local.date() - now().astimezone(team_tz()).date()).days
+    day = relative_day(value) if abs(days) <= 1 else local.strftime("%a %d %b").replace(" 0", " ")
     return f"{day} {local:%H:%M}" if has_time else day
