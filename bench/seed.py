@@ -14,6 +14,8 @@ What the data looks like (relative to `now`, over two years of history):
   (60 %) or lost, each with one contact, a company and an owner; 10 % are in EUR, the rest in USD.
 - Activities: 70 % emails (half outbound), 10 % calls, 5 % meetings, 10 % notes, 5 % completed tasks; a third
   are on a deal. Every record's `last_activity_at` agrees with its activities.
+- Planned activities (tasks): 85 % of open deals have one open, due within three weeks either side of `now`;
+  every closed deal has a done one; each rep has 20 personal to-dos.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def seed(
                 "deals",
                 "deal_stage_changes",
                 "activities",
+                "tasks",
             )
         }
     open_stages = [sid for sid, kind in stage_rows if kind == "open"]
@@ -371,6 +374,61 @@ def seed(
         "activity_contacts",
         ("activity_id", "contact_id"),
         ((act_first + i, contact_first + act_contact[i]) for i in range(activities)),
+    )
+
+    # planned activities: most open deals have a next step (due within three weeks either side of now),
+    # finished ones sit on closed deals, and each rep has a few personal to-dos
+    planned_kinds = ("call", "meeting", "email", "todo")
+
+    def task_rows() -> Iterable[Sequence[Any]]:
+        task_id = base["tasks"]
+        for i in range(deals):
+            contact = deal_contact[i]
+            owner = contact_owner[contact]
+            is_open = deal_closed[i] == 0
+            if is_open and rng.random() >= 0.85:
+                continue  # open deals without a next step
+            task_id += 1
+            due = now_ts + rng.randrange(-21 * DAY, 21 * DAY) if is_open else deal_closed[i] - DAY
+            has_time = rng.random() < 0.6
+            yield (
+                task_id,
+                rng.choice(planned_kinds),
+                f"Next step {task_id}",
+                "",
+                ts(due),
+                has_time,
+                owner,
+                None if is_open else ts(deal_closed[i]),
+                deal_first + i,
+                contact_first + contact,
+                contact_company[contact],
+                ts(min(due, now_ts) - DAY),
+            )
+        for owner in user_ids:
+            for _ in range(20):
+                task_id += 1
+                due = now_ts + rng.randrange(-10 * DAY, 10 * DAY)
+                yield (task_id, "todo", f"To-do {task_id}", "", ts(due), True, owner, None, None, None, None,
+                       ts(now_ts - 30 * DAY))  # fmt: skip
+
+    writer.write(
+        "tasks",
+        (
+            "id",
+            "kind",
+            "title",
+            "notes",
+            "due_at",
+            "has_due_time",
+            "assignee_id",
+            "done_at",
+            "deal_id",
+            "contact_id",
+            "company_id",
+            "created_at",
+        ),
+        task_rows(),
     )
     writer.finish(analyze=analyze)
     return SeedResult(
