@@ -24,10 +24,14 @@ _WRAPPED_REPLY_HEADER_START_RE = re.compile(r"^(?:On|Le|Am)\s", re.IGNORECASE)
 _OUTLOOK_FROM_RE = re.compile(r"^\*?(?:From|De|Von):\*?\s", re.IGNORECASE)
 _OUTLOOK_NEXT_RE = re.compile(r"^\*?(?:Sent|Date|Envoyé|Gesendet):\*?\s", re.IGNORECASE)
 _SEPARATOR_LINE_RE = re.compile(r"^[-_=*\s]*$")
+# the first character of every line the patterns above can match (On, Le, Am, From, De, Von, *, -)
+_FIRST_CHARACTERS = frozenset("OoLlAaFfDdVv*-")
 
 
 def _starts_quoted_history(lines: Sequence[str], index: int) -> bool:
     line = lines[index].strip()
+    if line[:1] not in _FIRST_CHARACTERS:
+        return False  # no pattern below can match: most lines end here
     if any(pattern.match(line) for pattern in _REPLY_HEADER_RES):
         return True
     following = [candidate.strip() for candidate in lines[index + 1 : index + 4]]

@@ -40,6 +40,8 @@ _CHARSET_SUPERSETS = {
 _ASCII_LIKE = frozenset({"ascii", "utf-8"})
 _ISO2022_CODECS = ("iso2022_jp_2", "iso2022_jp_ext", "iso2022_jp_3", "iso2022_kr")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# blanks at the end of each line (str.isspace blanks, as str.rstrip strips them), line breaks kept
+_TRAILING_BLANKS_RE = re.compile(r"[^\S\n]+$", re.MULTILINE)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -121,7 +123,7 @@ def normalize_text(text: str) -> str:
     """Line endings to LF, trailing blanks per line and around the text gone, NFC, storable."""
     text = scrub(text.replace("\r\n", "\n").replace("\r", "\n"))
     text = unicodedata.normalize("NFC", text)
-    return "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")
+    return _TRAILING_BLANKS_RE.sub("", text).strip("\n")
 
 
 def b64decode_lenient(data: bytes) -> bytes:
