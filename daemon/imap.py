@@ -146,6 +146,9 @@ class ImapSession:
         self.capabilities: frozenset[str] = frozenset()
         self._client: Any = None  # imapclient.IMAPClient (untyped)
         self._selected: FolderStatus | None = None
+        # time spent connecting and logging in, all connections of this session together: the server's
+        # handshake (a connection kept open pays it once)
+        self.login_seconds = 0.0
 
     def __repr__(self) -> str:
         state = "connected" if self._client is not None else "closed"
@@ -183,6 +186,7 @@ class ImapSession:
             return
         target = self.target
         _refuse_insecure(target)
+        began = time.perf_counter()
         context = _tls_context(target) if target.security != "none" else None
         with self._errors("connecting"):
             client = imapclient.IMAPClient(
@@ -219,6 +223,7 @@ class ImapSession:
                 raise
         self._client = client
         self.capabilities = capabilities
+        self.login_seconds += time.perf_counter() - began
 
     def close(self) -> None:
         """Log out and close the socket. Never raises: the connection may already be gone."""

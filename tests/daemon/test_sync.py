@@ -713,7 +713,8 @@ def test_sync_once_command_prints_one_line_per_mailbox_and_fails_if_one_did(
     rows = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [r["mailbox"] for r in rows] == ["jane", "bob"]
     keys = {"mailbox", "new", "logged", "contacts_created", "skipped", "quarantined", "seconds", "error"}
-    assert set(rows[0]) == keys
+    assert set(rows[0]) == keys | {"login_seconds"}
+    assert 0 < rows[0]["login_seconds"] <= rows[0]["seconds"]
     assert rows[0]["new"] == 0 and rows[0]["error"] is None
     assert "login refused" in rows[1]["error"] and "wrong-password" not in rows[1]["error"]
 
