@@ -26,7 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.wrappers import Response as BaseResponse
 
 from admin import auth, context, errors, health, security
+from admin.api import init_api
 from admin.views.activities import ActivityView
+from admin.views.apikeys import ApiKeysView
 from admin.views.base import ThreadlineModelView
 from admin.views.board import BoardView
 from admin.views.companies import CompanyView
@@ -118,6 +120,7 @@ def create_app(
     CSRFProtect(app)
     auth.init_auth(app)
     app.register_blueprint(health.blueprint(settings, sessions, clock or _utcnow))
+    init_api(app, settings.api)
 
     admin = Admin(
         app,
@@ -176,6 +179,9 @@ def add_views(admin: Admin, db_session: context.RequestSession) -> None:
     admin.add_view(MergeView(name="Duplicates", endpoint="merge", url="/admin/merge"))
     admin.add_view(
         NotificationsView(name="Notifications", endpoint="notifications", url="/admin/notifications")
+    )
+    admin.add_view(
+        ApiKeysView(name="API keys", endpoint="apikeys", url="/admin/api-keys", category="Settings")
     )
 
 

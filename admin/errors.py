@@ -20,6 +20,7 @@ from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
+from admin.api.problems import API_PREFIX, from_http_exception
 from admin.context import state_of
 
 log = logging.getLogger("threadline.admin")
@@ -75,6 +76,8 @@ def init_errors(app: Flask, index_view: Any) -> None:
         code = error.code or 500
         if code < 400:
             return error  # redirects are not errors
+        if request.path.startswith(API_PREFIX):  # e.g. an unknown address under /api/v1: no blueprint's
+            return from_http_exception(error)
         if code >= 500:
             # whatever the failed request had written is dropped before the page reads anything
             _roll_back(app)

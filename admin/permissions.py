@@ -42,16 +42,23 @@ def is_manager_or_admin() -> bool:
     return role() in (Role.ADMIN, Role.MANAGER)
 
 
-def can_write(record: Any) -> bool:
-    """Managers and admins edit every sales record; a rep edits what they own (tasks: assigned to them)."""
-    if not is_logged_in():
-        return False
-    if is_manager_or_admin():
+def may_write(role: Role, user_id: int, record: Any) -> bool:
+    """Managers and admins edit every sales record; a rep edits what they own (tasks: assigned to them).
+
+    The one rule for both doors: the panel's logged-in user (`can_write`) and an API key's user."""
+    if role in (Role.ADMIN, Role.MANAGER):
         return True
     owner_id = getattr(record, "owner_id", None)
     if owner_id is None and hasattr(record, "assignee_id"):
         owner_id = record.assignee_id
-    return owner_id is not None and owner_id == current_user.id
+    return owner_id is not None and owner_id == user_id
+
+
+def can_write(record: Any) -> bool:
+    """May the logged-in user change this record (`may_write`)?"""
+    if not is_logged_in():
+        return False
+    return may_write(current_user.role, current_user.id, record)
 
 
 def require_write(record: Any) -> None:

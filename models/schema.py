@@ -7,7 +7,7 @@ domain modules beside this one so the daemon, the admin panel and the CLI all go
 from __future__ import annotations
 
 import enum
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -43,6 +43,11 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def utcnow() -> datetime:
+    """The wall clock, for the `updated_at` columns only (domain operations take `now` as a parameter)."""
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -139,6 +144,7 @@ class Company(Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(index=True)
     last_activity_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
 
     owner: Mapped[User | None] = relationship()
     domains: Mapped[list[CompanyDomain]] = relationship(
@@ -194,6 +200,7 @@ class Contact(Base):
     lead_source: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(index=True)
     last_activity_at: Mapped[datetime | None] = mapped_column(index=True)
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
 
     company: Mapped[Company | None] = relationship(back_populates="contacts")
     owner: Mapped[User | None] = relationship()
@@ -284,6 +291,7 @@ class Deal(Base):
     closed_at: Mapped[datetime | None] = mapped_column(index=True)
     last_activity_at: Mapped[datetime | None]
     alerts_muted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
 
     pipeline: Mapped[Pipeline] = relationship()
     stage: Mapped[Stage] = relationship()
@@ -421,6 +429,7 @@ class Task(Base):
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
     company_id: Mapped[int | None] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime]
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
 
     assignee: Mapped[User | None] = relationship()
     deal: Mapped[Deal | None] = relationship()
@@ -661,3 +670,41 @@ class SalesTarget(Base):
     updated_at: Mapped[datetime]
 
     user: Mapped[User] = relationship(foreign_keys=[user_id])
+class ApiKey(Base):
+    """A key for the REST API: it acts as its user, with that user's role. Only a SHA-256 of the token is
+    stored (models.apikeys says why that is enough); `prefix` is the token's first characters, shown in lists
+    so a person can tell keys apart."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+
+    def __repr__(self) -> str:
+        return f"ApiKey({self.name!r}, {self.prefix}...)"
+
+
+class IdempotentRequest(Base):
+    """The answer given to a POST that carried an Idempotency-Key, replayed when the same key comes again."""
+
+    __tablename__ = "idempotent_requests"
+    __table_args__ = (UniqueConstraint("api_key_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    location: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(index=True)

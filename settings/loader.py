@@ -24,6 +24,7 @@ from settings.model import (
     SECURITY_CHOICES,
     AdminSettings,
     AlertSettings,
+    ApiSettings,
     ConfigError,
     DatabaseSettings,
     LoggingSettings,
@@ -244,6 +245,7 @@ class _Reader:
             smtp=self._section(root, "smtp", self.smtp),
             admin=self._section(root, "admin", self.admin),
             metrics=self._section(root, "metrics", self.metrics),
+            api=self._section(root, "api", self.api),
             logging=self._section(root, "logging", self.logging),
             secrets=self._section(root, "secrets", self.secrets),
             oauth=providers,
@@ -500,6 +502,16 @@ class _Reader:
             base_url=(t.string("base_url", "http://127.0.0.1:8000") or "").rstrip("/"),
             timeout_seconds=t.number("timeout_seconds", 30.0, minimum=1.0),
             tls_ca_file=str(self.resolve(ca_file)) if ca_file else None,
+        )
+
+    def api(self, t: _Table) -> ApiSettings:
+        return ApiSettings(
+            requests_per_minute=t.integer("requests_per_minute", 600, minimum=1),
+            webhook_timeout_seconds=t.number("webhook_timeout_seconds", 10.0, minimum=1.0),
+            webhook_workers=t.integer("webhook_workers", 4, minimum=1, maximum=64),
+            webhook_retry_hours=t.integer("webhook_retry_hours", 24, minimum=1),
+            form_submissions_per_hour=t.integer("form_submissions_per_hour", 20, minimum=1),
+            form_max_bytes=t.integer("form_max_bytes", 16384, minimum=1024, maximum=1048576),
         )
 
     def admin(self, t: _Table) -> AdminSettings:

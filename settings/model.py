@@ -286,6 +286,18 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """`[api]`: the REST API's per-key rate limit, webhook delivery and the public website-form endpoint."""
+
+    requests_per_minute: int = 600
+    webhook_timeout_seconds: float = 10.0
+    webhook_workers: int = 4
+    webhook_retry_hours: int = 24
+    form_submissions_per_hour: int = 20
+    form_max_bytes: int = 16384
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     """`/metrics` on the panel's address: off (404) until a bearer token is configured."""
 
@@ -312,6 +324,7 @@ class Settings:
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     secrets: SecretsSettings = field(default_factory=SecretsSettings)
     oauth: Mapping[str, OAuthProviderSettings] = field(default_factory=dict)

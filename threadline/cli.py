@@ -184,6 +184,43 @@ def cmd_user_add(ctx: Context) -> int:
     return EXIT_OK
 
 
+def cmd_api_key_create(ctx: Context) -> int:
+    from models.apikeys import create_api_key
+    from models.users import find_user
+
+    with transaction(ctx.sessions()) as session:
+        user = find_user(session, ctx.args.user)
+        if user is None:
+            raise CommandError(f"no user {ctx.args.user}: add one with `threadline user add`")
+        made = create_api_key(session, user, name=ctx.args.name, now=now())
+        print(
+            f"API key {made.key.id} {made.key.name!r} for {user.email} ({user.role.value}); shown this once:"
+        )
+        print(made.token)
+    return EXIT_OK
+
+
+def cmd_api_key_list(ctx: Context) -> int:
+    from models.apikeys import list_api_keys
+
+    with ctx.sessions()() as session:
+        for key in list_api_keys(session):
+            used = key.last_used_at.isoformat(timespec="seconds") if key.last_used_at else "never used"
+            state = f"revoked {key.revoked_at.isoformat(timespec='seconds')}" if key.revoked_at else "active"
+            print(f"{key.id}\ttl_{key.prefix}...\t{key.user.email}\t{key.name}\t{used}\t{state}")
+    return EXIT_OK
+
+
+def cmd_api_key_revoke(ctx: Context) -> int:
+    from models.apikeys import get_api_key, revoke_api_key
+
+    with transaction(ctx.sessions()) as session:
+        key = get_api_key(session, ctx.args.id)
+        done = revoke_api_key(session, key, now=now())
+        print(f"API key {key.id} {key.name!r} " + ("revoked" if done else "was already revoked"))
+    return EXIT_OK
+
+
 def cmd_import_contacts(ctx: Context) -> int:
     from threadline.importer import import_contacts
 
@@ -617,6 +654,16 @@ def build_parser() -> argparse.ArgumentParser:
     user_add.add_argument("--name", required=True)
     user_add.add_argument("--role", required=True, choices=["admin", "manager", "rep"])
     user_add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+
+    api_key = commands.add_parser("api-key", help="keys for the REST API").add_subparsers(
+        dest="api_key_command", metavar="ACTION"
+    )
+    api_key.required = True
+    key_create = add(api_key, "create", cmd_api_key_create, "make a key for a user (printed once)")
+    key_create.add_argument("user", help="the user's email: the key acts as them, with their role")
+    key_create.add_argument("--name", required=True, help="which tool uses the key")
+    add(api_key, "list", cmd_api_key_list, "list keys (never their secrets)")
+    add(api_key, "revoke", cmd_api_key_revoke, "stop a key working").add_argument("id", type=int)
 
     imports = commands.add_parser("import", help="bring data in").add_subparsers(
         dest="import_command", metavar="WHAT"
