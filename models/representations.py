@@ -2,8 +2,10 @@
 pipeline and user that the REST API returns and that webhook events carry (marshmallow schemas, so the API's
 OpenAPI document is generated from the same definitions that produce the JSON).
 
-Emails are shown as metadata only (who, when, which direction, where filed): their subject, text, HTML and
-attachments stay in the panel, where the private-mailbox rules decide who may open them.
+An email's text is shown only to a reader that models.privacy lets read it: the API marks each email it
+may show in full (`show_email_body`); everything else (a webhook event, an email from a private mailbox the
+reader does not own) carries the metadata everyone sees (time, direction, participants, subject, where it is
+filed) and a null body. HTML and attachments stay in the panel.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ import marshmallow as ma
 from marshmallow import fields
 
 from models.schema import Activity, ActivityKind, Contact, PlannedKind, Role, Task
+
+BODY_SHOWN = "_representation_shows_body"
+
+
+def show_email_body(activity: Activity) -> None:
+    """Mark an email whose text this reader may see (models.privacy decided): dumps then include its body."""
+    setattr(activity, BODY_SHOWN, True)
 
 
 class _Out(ma.Schema):
@@ -106,8 +115,10 @@ class ActivityOut(_Out):
     id = fields.Integer(required=True)
     kind = fields.String(required=True, metadata={"enum": [k.value for k in ActivityKind]})
     occurred_at = fields.AwareDateTime(required=True)
-    subject = fields.String(allow_none=True, metadata={"description": "null for emails"})
-    body = fields.String(allow_none=True, metadata={"description": "null for emails"})
+    subject = fields.String(required=True)
+    body = fields.String(
+        allow_none=True, metadata={"description": "null for an email whose text the key's user may not read"}
+    )
     author_id = fields.Integer(allow_none=True)
     company_id = fields.Integer(allow_none=True)
     deal_id = fields.Integer(allow_none=True)
@@ -120,10 +131,10 @@ class ActivityOut(_Out):
     created_at = fields.AwareDateTime(required=True)
 
     @ma.post_dump(pass_original=True)
-    def _email_metadata_only(self, data: dict[str, Any], activity: Activity, **_: Any) -> dict[str, Any]:
+    def _email_text_if_readable(self, data: dict[str, Any], activity: Activity, **_: Any) -> dict[str, Any]:
         if activity.kind == ActivityKind.EMAIL:
-            data["subject"] = None
-            data["body"] = None
+            if not getattr(activity, BODY_SHOWN, False):
+                data["body"] = None
         else:
             data["direction"] = None
         return data

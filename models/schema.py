@@ -670,6 +670,8 @@ class SalesTarget(Base):
     updated_at: Mapped[datetime]
 
     user: Mapped[User] = relationship(foreign_keys=[user_id])
+
+
 class ApiKey(Base):
     """A key for the REST API: it acts as its user, with that user's role. Only a SHA-256 of the token is
     stored (models.apikeys says why that is enough); `prefix` is the token's first characters, shown in lists

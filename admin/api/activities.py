@@ -7,11 +7,15 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import RAISE, fields, validate
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import selectinload
 
+from admin.api.auth import api_user
 from admin.api.lists import ListArgs, page_schema, paginate, record_or_404, resolve_user, since, words
-from models.representations import ActivityOut, TaskOut
+from admin.context import db
+from admin.permissions import privacy_policy
+from models.privacy import body_access
+from models.representations import ActivityOut, TaskOut, show_email_body
 from models.schema import Activity, ActivityKind, Task
 
 activities = Blueprint(
@@ -37,6 +41,15 @@ def get_activity(activity_id: int) -> Activity:
     return record_or_404(Activity, activity_id)
 
 
+def with_readable_bodies(activities: list[Activity]) -> list[Activity]:
+    """Mark the emails whose text the key's user may read (models.privacy owns the rule)."""
+    access = body_access(db(), api_user(), privacy_policy())
+    for activity in activities:
+        if activity.kind == ActivityKind.EMAIL and access.can_read(activity):
+            show_email_body(activity)
+    return activities
+
+
 def get_task(task_id: int) -> Task:
     return record_or_404(Task, task_id)
 
@@ -58,12 +71,18 @@ class Activities(MethodView):
             query = query.where(Activity.contacts.any(id=args["contact"]))
         if "owner" in args:
             query = query.where(Activity.author_id == resolve_user(args["owner"]).id)
-        if "q" in args:  # emails' words are not searchable here: their text stays in the panel
+        if "q" in args:  # words of the text only where the key's user may read it
+            access = body_access(db(), api_user(), privacy_policy())
             query = query.where(
-                Activity.kind != ActivityKind.EMAIL, words(Activity.subject, Activity.body, q=args["q"])
+                or_(
+                    words(Activity.subject, q=args["q"]),
+                    and_(access.readable(), words(Activity.body, q=args["q"])),
+                )
             )
         query = since(query, Activity.created_at, args)
-        return paginate(query, Activity.id, args)
+        page = paginate(query, Activity.id, args)
+        with_readable_bodies(page["data"])
+        return page
 
 
 @activities.route("/<int:activity_id>")
@@ -71,7 +90,7 @@ class ActivityById(MethodView):
     @activities.response(200, ActivityOut)
     def get(self, activity_id: int) -> Activity:
         """One activity"""
-        return get_activity(activity_id)
+        return with_readable_bodies([get_activity(activity_id)])[0]
 
 
 @tasks.route("")

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from models.schema import Role
+from tests.admin.test_privacy import PRIVATE_TEXT, emails, mailboxes, team  # noqa: F401 (fixtures)
 from tests.api.conftest import fields_of, problem
 from tests.fixtures.factories import NOW
 
@@ -83,16 +84,14 @@ def test_activities_and_tasks(crm, api_client, session, make_email):
         session, title="Send quote", now=NOW, due_at=NOW, assignee=crm["ann"], deal=crm["renewal"]
     )
     session.commit()
-    email = make_email("jane@acme.example", subject="Secret pricing", text="The private words")
+    email = make_email("jane@acme.example", subject="Pricing", text="Shared words")
     api = api_client(crm["bob"])
     assert ids(api.get("/api/v1/activities?kind=note")) == [note.id]
     assert ids(api.get(f"/api/v1/activities?contact={crm['jane'].id}")) == [email.id, note.id]
     assert ids(api.get("/api/v1/activities?q=quote")) == [note.id]
     shown = api.get(f"/api/v1/activities/{email.id}").get_json()
-    assert shown["kind"] == "email" and shown["direction"] == "in"
-    assert shown["subject"] is None and shown["body"] is None
-    assert "private words" not in api.get("/api/v1/activities").text
-    assert ids(api.get("/api/v1/activities?q=Secret")) == []
+    assert (shown["kind"], shown["direction"], shown["subject"]) == ("email", "in", "Pricing")
+    assert "Shared words" in shown["body"]  # a shared mailbox's mail
     assert ids(api.get("/api/v1/tasks?status=open&owner=ann@team.example")) == [task.id]
     assert ids(api.get("/api/v1/tasks?status=done")) == []
     assert api.get(f"/api/v1/tasks/{task.id}").get_json()["status"] == "open"
@@ -142,3 +141,15 @@ def test_unknown_records_and_addresses_are_404_problems(make_user, api_client):
         response = api.get(url)
         assert response.status_code == 404
         problem(response)
+
+
+def test_private_mailbox_mail_shows_its_text_to_its_owner_only(team, emails, api_client):  # noqa: F811
+    private = emails["private"]
+    owner, colleague = api_client(team["jane"]), api_client(team["bob"])
+    assert PRIVATE_TEXT in owner.get(f"/api/v1/activities/{private.id}").get_json()["body"]
+    seen = colleague.get(f"/api/v1/activities/{private.id}").get_json()
+    assert seen["subject"] == "Budget for next year" and seen["body"] is None
+    assert PRIVATE_TEXT not in colleague.get("/api/v1/activities").text
+    word = PRIVATE_TEXT.split()[-1].strip(".")
+    assert ids(colleague.get("/api/v1/activities", query_string={"q": word})) == []
+    assert ids(owner.get("/api/v1/activities", query_string={"q": word})) == [private.id]
