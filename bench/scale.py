@@ -133,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--mail-rate", type=float, default=20.0, help="new messages per second, all mailboxes"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--keep-logs", type=Path, help="copy the daemons' logs into this directory")
     args = parser.parse_args(argv)
     command = "python -m bench.scale " + " ".join(argv if argv is not None else sys.argv[1:])
 
@@ -153,7 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate.upgrade(engine)
     sessions = make_sessionmaker(engine)
     processes: list[subprocess.Popen[bytes]] = []
-    results: dict[str, object] = {"command": command, "mailboxes": args.mailboxes, "daemons": args.daemons}
+    results: dict[str, object] = {
+        "command": command,
+        "mailboxes": args.mailboxes,
+        "daemons": args.daemons,
+        "cores": os.cpu_count(),
+        "load_average_at_start": os.getloadavg()[0],
+    }
 
     def logged() -> int:
         with sessions() as session:
@@ -224,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["wave_messages"] = sent
         results["seconds_after_wave_until_all_logged"] = round(caught_up, 1)
 
+        if args.daemons < 2:
+            return _report(results, args.json)
         # takeover: kill -9 the daemon with the most mailboxes
         per_daemon = imap_sessions(server, pids)
         victim = max(processes, key=lambda p: len(per_daemon[p.pid]))
@@ -279,6 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if args.keep_logs is not None:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in root.glob("daemon*.log"):
+                shutil.copy(log, args.keep_logs / log.name)
         engine.dispose()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
@@ -286,9 +299,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
+    return _report(results, args.json)
+
+
+def _report(results: dict[str, object], path: Path | None) -> int:
+    results["load_average_at_end"] = os.getloadavg()[0]
     print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if path is not None:
+        path.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

@@ -106,7 +106,13 @@ SERVER_KEEPALIVE = {
     "tcp_user_timeout": 20000,
 }
 # Client side (libpq): how soon the daemon notices a server that vanished.
-CLIENT_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 5, "keepalives_count": 3}
+CLIENT_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 20000,
+}
 
 Acquire = Callable[[str], None]
 Release = Callable[[str, bool], None]
@@ -517,6 +523,10 @@ class PostgresLeases(Leases):
         connection closing) — whichever comes first."""
         deadline = time.monotonic() + self.tick
         fd = self._fileno()
+        # poll(), not select(): a daemon with hundreds of IMAP connections has descriptors above 1024
+        poller = select.poll()
+        if fd is not None:
+            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
         while not self._stopping.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._wake.is_set():
@@ -527,10 +537,11 @@ class PostgresLeases(Leases):
                 self._stopping.wait(min(remaining, 0.2))
                 continue
             try:
-                readable, _, _ = select.select([fd], [], [], min(remaining, 0.2))
-            except (OSError, ValueError):
-                break
-            if readable:
+                events = poller.poll(int(min(remaining, 0.2) * 1000))
+            except OSError:
+                events = []
+                self._stopping.wait(min(remaining, 0.2))
+            if events:
                 break
         self._wake.clear()
 
