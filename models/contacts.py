@@ -209,6 +209,43 @@ def create_contact(
     return contact
 
 
+def upsert_contact(
+    session: Session,
+    *,
+    email: str,
+    now: datetime,
+    name: str | None = None,
+    phone: str | None = None,
+    title: str | None = None,
+    company: Company | None = None,
+    owner: User | None = None,
+    lead_source: str | None = None,
+) -> tuple[Contact, bool]:
+    """The contact with this address, updated with the values given (None: left as it is), or a new one;
+    (contact, created). The REST API and website forms match people by email through here."""
+    address = normalize_email(email)
+    if address is None:
+        raise DomainError(f"{email!r} is not an email address")
+    contact = find_contact_by_email(session, address)
+    if contact is None:
+        made = create_contact(
+            session, name=name or "", now=now, emails=[address], phone=phone or "", title=title or "",
+            company=company, owner=owner, lead_source=lead_source or "",
+        )  # fmt: skip
+        return made, True
+    for attribute, value in (("phone", phone), ("title", title), ("lead_source", lead_source)):
+        if value is not None:
+            setattr(contact, attribute, value.strip() or None)
+    if name is not None and name.strip():
+        contact.name = name.strip()
+    if company is not None:
+        contact.company = company
+    if owner is not None:
+        contact.owner = owner
+    session.flush()
+    return contact, False
+
+
 # ---- bulk creation ----------------------------------------------------------------------------------------
 
 

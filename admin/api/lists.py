@@ -19,7 +19,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from admin.api.auth import api_user
 from admin.api.problems import ApiProblem
 from admin.context import db
-from models.schema import User
+from models.schema import Role, User
 
 T = TypeVar("T")
 
@@ -124,3 +124,15 @@ def words(column: Any, *more: Any, q: str) -> Any:
     """A case-insensitive substring match of `q` on any of the columns."""
     pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     return or_(*(c.ilike(pattern, escape="\\") for c in (column, *more)))
+
+
+def owner_for_write(value: str | None, *, current: Any = None) -> User | None:
+    """The owner a write asks for: the key's user by default on a new record; anyone else only for a manager
+    or an admin (a rep gives records to no one else: the panel's rule)."""
+    user = api_user()
+    if value is None:
+        return user if current is None else None
+    owner = resolve_user(value, field="owner", where="body")
+    if owner.id != user.id and user.role not in (Role.ADMIN, Role.MANAGER):
+        raise ApiProblem(403, "A rep can only make themselves the owner.", field="owner", where="body")
+    return owner
