@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from admin import permissions
 from admin.context import db, now
 from admin.views.base import GuardedView, action, expose
-from models.duplicates import find_duplicates
+from models.duplicates import Rule, find_duplicates
 from models.errors import DomainError
 from models.merge import MergeKind, find_record, merge_records, plan_merge
 from models.search import search
@@ -41,8 +41,12 @@ class MergeView(GuardedView):
 
     @expose("/")
     def index(self) -> str:
-        found = find_duplicates(db())
-        return self.page("threadline/duplicates.html", found=found, can_write=permissions.can_write)
+        try:
+            rule = Rule(request.args.get("rule") or Rule.CONTACT_NAME)
+        except ValueError:
+            abort(404)
+        found = find_duplicates(db(), [rule])
+        return self.page("threadline/duplicates.html", found=found, rule=rule, rules=list(Rule))
 
     @expose("/<kinds>/choose")
     def choose(self, kinds: str) -> str:

@@ -117,6 +117,9 @@ def test_duplicates_list_leads_to_the_preview_and_the_list_action_too(
     link = f"/admin/merge/contacts/preview?keep={first.id}&amp;other={second.id}"
     assert link in page.text
     assert "Merge Jane Doe into Jane Doe" in browser.get(link.replace("&amp;", "&")).text
+    assert browser.get("/admin/merge/?rule=nonsense").status_code == 404
+    companies = browser.get("/admin/merge/?rule=company-name")
+    assert "No likely duplicates of this kind." in companies.text and "Jane Doe" not in companies.text
 
     action = browser.post(
         "/admin/contact/action/", {"action": "merge", "rowid": [str(second.id), str(first.id)]}
