@@ -27,6 +27,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from admin import auth, context, errors, health, security
 from admin.api import init_api
+from admin.connect import MailboxConnector
 from admin.views.activities import ActivityView
 from admin.views.apikeys import ApiKeysView
 from admin.views.base import ThreadlineModelView
@@ -35,6 +36,7 @@ from admin.views.companies import CompanyView
 from admin.views.contacts import ContactView
 from admin.views.dashboard import DashboardView
 from admin.views.deals import DealView
+from admin.views.mailboxes import MailboxesView, reconnect_needed
 from admin.views.merge import MergeView
 from admin.views.myday import MyDayView
 from admin.views.notifications import NotificationsView, unread_notifications
@@ -86,10 +88,12 @@ def create_app(
     sessions: sessionmaker[Session] | None = None,
     *,
     clock: context.Clock | None = None,
+    connector: MailboxConnector | None = None,
 ) -> Flask:
     """The admin panel for these settings; `sessions` defaults to a new engine on settings.database.url.
 
     `clock` returns the current UTC time (tests pass a fixed one so dashboard numbers are predictable).
+    `connector` connects mailboxes through OAuth (admin.connect); without it the panel points to the CLI.
     """
     app = Flask(__name__, static_folder="static", static_url_path=security.STATIC_PREFIX)
     secret = settings.admin.secret_key
@@ -115,6 +119,7 @@ def create_app(
         owned_engine = make_engine(settings.database.url, echo=settings.database.echo)
         sessions = make_sessionmaker(owned_engine)
     state = context.init_app(app, settings, sessions, clock or _utcnow, owned_engine)
+    state.connector = connector
     security.trust_proxies(app, settings.admin.trusted_proxy_hops)
     security.init_security(app)
     CSRFProtect(app)
@@ -143,7 +148,9 @@ def create_app(
             if session.get_bind().dialect.name == "sqlite" and not session.in_transaction():
                 session.connection(execution_options={"sqlite_immediate": True})
 
-    app.context_processor(lambda: {"unread_notifications": unread_notifications})
+    app.context_processor(
+        lambda: {"unread_notifications": unread_notifications, "reconnect_needed": reconnect_needed}
+    )
 
     @app.route("/")
     def _root() -> BaseResponse:
@@ -176,6 +183,7 @@ def add_views(admin: Admin, db_session: context.RequestSession) -> None:
     admin.add_view(SearchView(name="Search", endpoint="search", url="/admin/search"))
     admin.add_view(QuickAddView(name="New", endpoint="quick", url="/admin/quick"))
     admin.add_view(SyncStatusView(name="Sync status", endpoint="syncstatus", url="/admin/sync"))
+    admin.add_view(MailboxesView(name="Mailboxes", endpoint="mailboxes", url="/admin/mailboxes"))
     admin.add_view(MergeView(name="Duplicates", endpoint="merge", url="/admin/merge"))
     admin.add_view(
         NotificationsView(name="Notifications", endpoint="notifications", url="/admin/notifications")

@@ -17,6 +17,7 @@ from flask import Flask, current_app
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
+from admin.connect import MailboxConnector
 from settings import Settings
 
 Clock = Callable[[], datetime]
@@ -46,6 +47,8 @@ class AdminState:
         self.clock = clock
         self.engine = engine
         """The engine the app made itself (and disposes of when served), or None when it was given one."""
+        self.connector: MailboxConnector | None = None
+        """Connects mailboxes through OAuth from the panel (given by the shell), or None."""
 
 
 def init_app(
@@ -80,6 +83,10 @@ def db() -> Session:
 def now() -> datetime:
     """The current time in UTC (tests give the app a fixed clock)."""
     return state().clock()
+
+
+def connector() -> MailboxConnector | None:
+    return state().connector
 
 
 def settings() -> Settings:

@@ -17,18 +17,19 @@ private mailbox never opens its mail to everyone. Adding a mailbox of the same n
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from models.contacts import normalize_email
 from models.errors import DomainError, NotFoundError
 from models.notifications import notify_reconnect_needed
-from models.schema import GrantFlow, GrantState, Mailbox, MailboxStatus, OAuthGrant, User
+from models.schema import FolderSyncState, GrantFlow, GrantState, Mailbox, MailboxStatus, OAuthGrant, User
 from models.secrets import SecretBox, require_box
 from settings.model import (
     NO_PASSWORD,
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "MailboxFields",
+    "MailboxOverview",
+    "MailboxState",
     "create_mailbox",
     "delete_grant",
     "effective_mailboxes",
@@ -56,8 +59,10 @@ __all__ = [
     "grant_refresh_token",
     "grant_versions",
     "mailbox_fields",
+    "mailbox_overview",
     "mark_reconnect_needed",
     "pause_mailbox",
+    "reconnect_needed_of",
     "remove_mailbox",
     "resume_mailbox",
     "store_grant",
@@ -499,3 +504,124 @@ def delete_grant(session: Session, mailbox: str, *, box: SecretBox | None) -> st
     session.delete(grant)
     session.flush()
     return token
+
+
+# ---- what the panel and the CLI show about each mailbox -----------------------------------------------
+
+
+class MailboxState(enum.StrEnum):
+    OK = "ok"
+    NOT_SYNCED_YET = "not synced yet"
+    PAUSED = "paused"
+    NOT_CONNECTED = "not connected"
+    RECONNECT_NEEDED = "reconnect needed"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class MailboxOverview:
+    """One mailbox as people see it: where it is defined, how it signs in, and how its sync goes."""
+
+    settings: MailboxSettings
+    state: MailboxState
+    paused: bool
+    last_success_at: datetime | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    messages_logged: int
+    reconnect_reason: str | None = None
+    reconnect_needed_at: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def read_only(self) -> bool:
+        """Defined in the config file: shown, but changed only there."""
+        return self.settings.source is MailboxSource.CONFIG
+
+
+def mailbox_overview(
+    session: Session,
+    config_mailboxes: Sequence[MailboxSettings],
+    *,
+    box: SecretBox | None,
+    owner: str | None = None,
+) -> list[MailboxOverview]:
+    """Every mailbox (config file and database, paused ones too) with its state; only `owner`'s (a user's
+    email) when given."""
+    mailboxes = effective_mailboxes(session, config_mailboxes, box=box, include_paused=True)
+    if owner is not None:
+        mailboxes = tuple(m for m in mailboxes if m.owner == owner)
+    names = [m.name for m in mailboxes]
+    grants = {g.mailbox: g for g in session.scalars(select(OAuthGrant).where(OAuthGrant.mailbox.in_(names)))}
+    statuses = {
+        s.mailbox: s for s in session.scalars(select(MailboxStatus).where(MailboxStatus.mailbox.in_(names)))
+    }
+    logged = {
+        name: int(count or 0)
+        for name, count in session.execute(
+            select(FolderSyncState.mailbox, func.sum(FolderSyncState.messages_logged))
+            .where(FolderSyncState.mailbox.in_(names))
+            .group_by(FolderSyncState.mailbox)
+        )
+    }
+    paused = set(
+        session.scalars(select(Mailbox.name).where(Mailbox.paused_at.is_not(None), Mailbox.name.in_(names)))
+    )
+    result = []
+    for mailbox in mailboxes:
+        grant, status = grants.get(mailbox.name), statuses.get(mailbox.name)
+        if mailbox.name in paused:
+            state = MailboxState.PAUSED
+        elif grant is not None and grant.state is GrantState.RECONNECT_NEEDED:
+            state = MailboxState.RECONNECT_NEEDED
+        elif mailbox.auth is MailboxAuth.OAUTH and grant is None:
+            state = MailboxState.NOT_CONNECTED
+        elif status is not None and status.last_error:
+            state = MailboxState.ERROR
+        elif status is not None and status.last_success_at is not None:
+            state = MailboxState.OK
+        else:
+            state = MailboxState.NOT_SYNCED_YET
+        reconnecting = grant is not None and grant.state is GrantState.RECONNECT_NEEDED
+        result.append(
+            MailboxOverview(
+                settings=mailbox,
+                state=state,
+                paused=mailbox.name in paused,
+                last_success_at=status.last_success_at if status else None,
+                last_error=status.last_error if status else None,
+                next_attempt_at=status.next_attempt_at if status else None,
+                messages_logged=logged.get(mailbox.name, 0),
+                reconnect_reason=grant.reconnect_reason if grant is not None and reconnecting else None,
+                reconnect_needed_at=grant.reconnect_needed_at if grant is not None and reconnecting else None,
+            )
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class ReconnectNeeded:
+    mailbox: str
+    reason: str | None
+    since: datetime | None
+
+
+def reconnect_needed_of(
+    session: Session, owner: User, config_mailboxes: Sequence[MailboxSettings]
+) -> list[ReconnectNeeded]:
+    """The owner's mailboxes (stored ones they own, config-file ones naming them) whose grant was refused.
+    One indexed query: it runs on every page the owner opens."""
+    mine = {m.name for m in config_mailboxes if m.owner == owner.email}
+    stored = select(Mailbox.name).where(Mailbox.owner_id == owner.id, Mailbox.removed_at.is_(None))
+    rows = session.execute(
+        select(OAuthGrant.mailbox, OAuthGrant.reconnect_reason, OAuthGrant.reconnect_needed_at)
+        .where(
+            OAuthGrant.state == GrantState.RECONNECT_NEEDED,
+            OAuthGrant.mailbox.in_(stored) | OAuthGrant.mailbox.in_(sorted(mine)),
+        )
+        .order_by(OAuthGrant.mailbox)
+    )
+    return [ReconnectNeeded(name, reason, since) for name, reason, since in rows]

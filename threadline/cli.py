@@ -33,6 +33,7 @@ from threadline.logs import configure_logging
 if TYPE_CHECKING:
     from daemon.credentials import MailboxCredentials
     from daemon.service import Daemon
+    from threadline.mailboxes import PanelConnector
 
 log = logging.getLogger("threadline")
 
@@ -342,7 +343,8 @@ def cmd_admin(ctx: Context) -> int:
 
     host = ctx.args.host or ctx.settings.admin.host
     port = ctx.args.port if ctx.args.port is not None else ctx.settings.admin.port
-    app = create_app(ctx.settings, ctx.sessions())
+    sessions = ctx.sessions()
+    app = create_app(ctx.settings, sessions, connector=_connector(ctx, sessions))
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -538,6 +540,13 @@ def cmd_secrets_rotate(ctx: Context) -> int:
 # ---- long-running processes ----------------------------------------------------------------------------
 
 
+def _connector(ctx: Context, sessions: sessionmaker[Session]) -> PanelConnector:
+    """The panel's "Connect mailbox", through the daemon's OAuth client."""
+    from threadline.mailboxes import PanelConnector
+
+    return PanelConnector(ctx.credentials(sessions))
+
+
 def _stop_on_signals() -> threading.Event:
     """An Event set by SIGINT or SIGTERM: loops finish their batch, commit and return."""
     stop = threading.Event()
@@ -580,7 +589,7 @@ def cmd_run(ctx: Context) -> int:
     stop = _stop_on_signals()
     host = ctx.args.host or settings.admin.host
     port = ctx.args.port if ctx.args.port is not None else settings.admin.port
-    app = create_app(settings, sessions)
+    app = create_app(settings, sessions, connector=_connector(ctx, sessions))
     daemon = Daemon(settings, sessions, stop=stop)
     _claim(daemon)
     worker = threading.Thread(target=daemon.run, name="threadline-daemon")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TextIO
@@ -15,9 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.credentials import MailboxCredentials
-from daemon.imap import ImapError, ImapSession
-from daemon.oauth import OAuthClient, OAuthError, TokenSet
+from daemon.imap import ImapAuthError, ImapError, ImapSession
+from daemon.oauth import AuthorizationRequest, OAuthClient, OAuthError, TokenSet
 from models.db import transaction
+from models.errors import DomainError
 from models.mailboxes import delete_grant, effective_mailboxes
 from models.schema import GrantFlow, GrantState, Mailbox, MailboxStatus, OAuthGrant
 from models.secrets import SecretBox, generate_key, require_box, rotate_stored_secrets
@@ -194,3 +195,41 @@ def rotate_key(sessions: sessionmaker[Session], box: SecretBox | None) -> int:
 
 def print_key(out: TextIO = sys.stdout) -> None:
     print(generate_key(), file=out)
+
+
+class PanelConnector:
+    """The panel's "Connect mailbox" (admin.connect.MailboxConnector): the authorization code grant with PKCE
+    through daemon.oauth, the grant stored encrypted through daemon.credentials."""
+
+    def __init__(self, credentials: MailboxCredentials) -> None:
+        self.credentials = credentials
+
+    def __repr__(self) -> str:
+        return "<PanelConnector>"
+
+    def begin(self, mailbox: MailboxSettings, redirect_uri: str) -> dict[str, str]:
+        try:
+            client = self.credentials.client(self.credentials.provider(mailbox))
+            request = client.begin_authorization(redirect_uri, login_hint=mailbox.username)
+        except (OAuthError, ImapAuthError) as exc:
+            raise DomainError(str(exc)) from None
+        return {
+            "url": request.url,
+            "state": request.state,
+            "verifier": request.code_verifier,
+            "redirect_uri": request.redirect_uri,
+        }
+
+    def finish(self, mailbox: MailboxSettings, pending: Mapping[str, str], callback_url: str) -> None:
+        request = AuthorizationRequest(
+            url=pending.get("url", ""),
+            state=pending.get("state", ""),
+            code_verifier=pending.get("verifier", ""),
+            redirect_uri=pending.get("redirect_uri", ""),
+        )
+        try:
+            client = self.credentials.client(self.credentials.provider(mailbox))
+            tokens = client.finish_authorization(request, callback_url)
+        except (OAuthError, ImapAuthError) as exc:
+            raise DomainError(str(exc)) from None
+        self.credentials.store(mailbox, GrantFlow.AUTHORIZATION_CODE, tokens)
