@@ -40,7 +40,7 @@ from admin.views.mailboxes import MailboxesView, reconnect_needed
 from admin.views.merge import MergeView
 from admin.views.myday import MyDayView
 from admin.views.notifications import NotificationsView, unread_notifications
-from admin.views.pipelines import PipelineView, StageView
+from admin.views.pipelines import PipelineEditorView
 from admin.views.quick import QuickAddView
 from admin.views.records import RecordsView
 from admin.views.search import SearchView
@@ -48,7 +48,7 @@ from admin.views.syncstatus import SyncStatusView
 from admin.views.tasks import TaskView
 from admin.views.users import UserView
 from models.db import make_engine, make_sessionmaker
-from models.schema import Activity, Company, Contact, Deal, Pipeline, Stage, Task, User
+from models.schema import Activity, Company, Contact, Deal, Task, User
 from settings import Settings
 
 log = logging.getLogger("threadline.admin")
@@ -173,11 +173,14 @@ def add_views(admin: Admin, db_session: context.RequestSession) -> None:
         admin.add_view(view(model, db_session, name=name, endpoint=endpoint))
     configuration: tuple[tuple[type[ThreadlineModelView], type[Any], str, str], ...] = (
         (UserView, User, "Users", "user"),
-        (PipelineView, Pipeline, "Pipelines", "pipeline"),
-        (StageView, Stage, "Stages", "stage"),
     )
     for view, model, name, endpoint in configuration:
         admin.add_view(view(model, db_session, name=name, endpoint=endpoint, category="Settings"))
+    admin.add_view(
+        PipelineEditorView(
+            name="Pipelines", endpoint="pipelines", url="/admin/pipelines", category="Settings"
+        )
+    )
     admin.add_view(BoardView(name="Board", endpoint="board", url="/admin/board"))
     admin.add_view(RecordsView(name="Records", endpoint="records", url="/admin/records"))
     admin.add_view(SearchView(name="Search", endpoint="search", url="/admin/search"))

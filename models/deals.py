@@ -7,6 +7,7 @@ asks: it records the stage history and keeps status and closed_at consistent wit
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
@@ -187,3 +188,138 @@ def delete_stage(session: Session, stage: Stage) -> None:
         raise DomainError(f"stage {stage.name!r} still has deals: move them first")
     session.delete(stage)
     session.flush()
+
+
+# ---- the pipeline editor ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageEdit:
+    """One stage as the pipeline editor submits it."""
+
+    stage_id: int
+    name: str
+    probability: int
+    stall_days: int | None
+    kind: StageKind
+    alerts_excluded: bool
+
+
+def save_pipeline(session: Session, pipeline: Pipeline, *, name: str, stages: Sequence[StageEdit]) -> None:
+    """Rename a pipeline and its stages, set their probability, stall days, kind and alert exclusion, and put
+    them in the order given (every stage of the pipeline, once). A stage holding deals keeps its kind (moving
+    its deals would be needed to keep their status true). Raises DomainError with what is wrong."""
+    name = name.strip()
+    if not name:
+        raise DomainError("a pipeline needs a name")
+    clash = session.scalar(select(Pipeline.id).where(func.lower(Pipeline.name) == name.lower()))
+    if clash is not None and clash != pipeline.id:
+        raise DomainError(f"another pipeline is called {name!r}")
+    by_id = {s.id: s for s in pipeline.stages}
+    if sorted(e.stage_id for e in stages) != sorted(by_id):
+        raise DomainError("the pipeline changed meanwhile: reload the page")
+    names = [e.name.strip() for e in stages]
+    if any(not n for n in names):
+        raise DomainError("every stage needs a name")
+    lowered = [n.lower() for n in names]
+    if len(set(lowered)) != len(lowered):
+        raise DomainError("two stages cannot share a name")
+    if not any(e.kind == StageKind.OPEN for e in stages):
+        raise DomainError("a pipeline needs at least one open stage")
+    for edit in stages:
+        if not 0 <= edit.probability <= 100:
+            raise DomainError(f"{edit.name.strip()}: win probability is between 0 and 100")
+        if edit.stall_days is not None and not 1 <= edit.stall_days <= 3650:
+            raise DomainError(f"{edit.name.strip()}: stalled after 1 to 3650 days")
+        stage = by_id[edit.stage_id]
+        if edit.kind != stage.kind and _holds_deals(session, stage):
+            raise DomainError(
+                f"{stage.name} holds deals: move them before making it a {edit.kind.value} stage"
+            )
+    pipeline.name = name
+    # names are unique per pipeline: park every name first so a swap of two names never clashes mid-way
+    for stage in by_id.values():
+        stage.name = f"~renaming {stage.id}~"
+    session.flush()
+    for position, (edit, new_name) in enumerate(zip(stages, names, strict=True)):
+        stage = by_id[edit.stage_id]
+        stage.name = new_name
+        stage.position = position
+        stage.probability = edit.probability
+        stage.stall_days = edit.stall_days
+        stage.kind = edit.kind
+        stage.alerts_excluded = edit.alerts_excluded
+    session.flush()
+
+
+def _holds_deals(session: Session, stage: Stage) -> bool:
+    return session.scalar(select(Deal.id).where(Deal.stage_id == stage.id).limit(1)) is not None
+
+
+def add_stage(
+    session: Session, pipeline: Pipeline, *, name: str, kind: StageKind = StageKind.OPEN, probability: int = 0
+) -> Stage:
+    """A new stage at the end of the pipeline's open stages (before won and lost)."""
+    name = name.strip()
+    if not name:
+        raise DomainError("a stage needs a name")
+    if find_stage(pipeline, name) is not None:
+        raise DomainError(f"{pipeline.name} already has a stage called {name!r}")
+    stages = list(pipeline.stages)
+    insert_at = next((i for i, s in enumerate(stages) if s.kind != StageKind.OPEN), len(stages))
+    if kind != StageKind.OPEN:
+        insert_at = len(stages)
+    stage = Stage(name=name, kind=kind, probability=probability)
+    stages.insert(insert_at, stage)
+    pipeline.stages.append(stage)
+    for position, each in enumerate(stages):
+        each.position = position
+    session.flush()
+    return stage
+
+
+def create_pipeline(session: Session, *, name: str, now: datetime) -> Pipeline:
+    """A new pipeline with a first open stage and its Won and Lost stages."""
+    name = name.strip()
+    if not name:
+        raise DomainError("a pipeline needs a name")
+    if find_pipeline(session, name) is not None:
+        raise DomainError(f"a pipeline called {name!r} exists already")
+    position = (session.scalar(select(func.max(Pipeline.position))) or 0) + 1
+    pipeline = Pipeline(name=name, position=position, created_at=now)
+    for index, (stage_name, kind, probability) in enumerate(
+        (("New", StageKind.OPEN, 10), ("Won", StageKind.WON, 100), ("Lost", StageKind.LOST, 0))
+    ):
+        pipeline.stages.append(Stage(name=stage_name, kind=kind, probability=probability, position=index))
+    session.add(pipeline)
+    session.flush()
+    return pipeline
+
+
+def count_deals_in_stage(session: Session, stage: Stage) -> int:
+    return session.scalar(select(func.count(Deal.id)).where(Deal.stage_id == stage.id)) or 0
+
+
+def remove_stage(
+    session: Session, stage: Stage, *, move_to: Stage | None, now: datetime, by: User | None = None
+) -> int:
+    """Remove a stage; its deals first move to `move_to` (another stage of the same pipeline) through
+    move_deal_to_stage, so each deal's stage history records the move. Returns how many deals moved.
+    Raises DomainError when deals would be left without a stage, or the target is not a valid stage."""
+    deals = list(session.scalars(select(Deal).where(Deal.stage_id == stage.id).order_by(Deal.id)))
+    if deals:
+        if move_to is None:
+            raise DomainError(f"{stage.name} holds {len(deals)} deal(s): choose the stage they move to")
+        if move_to.id == stage.id or move_to.pipeline_id != stage.pipeline_id:
+            raise DomainError("choose another stage of the same pipeline for its deals")
+    remaining = [s for s in stage.pipeline.stages if s.id != stage.id]
+    if not any(s.kind == StageKind.OPEN for s in remaining):
+        raise DomainError("a pipeline needs at least one open stage")
+    for deal in deals:
+        assert move_to is not None  # checked above: a stage holding deals needs a target
+        move_deal_to_stage(session, deal, move_to, now=now, by=by)
+    delete_stage(session, stage)
+    for position, each in enumerate(remaining):
+        each.position = position
+    session.flush()
+    return len(deals)

@@ -13,7 +13,7 @@ from models.schema import Deal, DealStageChange, Role
 from tests.admin.conftest import PASSWORD, csrf_from, fresh, log_in, sqlite_only
 from tests.fixtures.factories import stage_named
 
-ADMIN_ONLY = ("/admin/user/", "/admin/user/new/", "/admin/pipeline/", "/admin/stage/", "/admin/sync/")
+ADMIN_ONLY = ("/admin/user/", "/admin/user/new/", "/admin/pipelines/", "/admin/sync/")
 
 
 @sqlite_only
