@@ -178,7 +178,7 @@ def add_views(admin: Admin, db_session: context.RequestSession) -> None:
         admin.add_view(view(model, db_session, name=name, endpoint=endpoint, category="Settings"))
     admin.add_view(
         PipelineEditorView(
-            name="Pipelines", endpoint="pipelines", url="/admin/pipelines", category="Settings"
+            name="Pipelines", endpoint="pipeline_editor", url="/admin/pipelines", category="Settings"
         )
     )
     admin.add_view(BoardView(name="Board", endpoint="board", url="/admin/board"))
