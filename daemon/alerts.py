@@ -39,9 +39,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from daemon.credentials import MailboxCredentials
+from daemon.imap import TokenSource
 from daemon.leases import singleton
 from daemon.mailer import Letter, Mailer, one_line
 from models.db import engine_of, transaction
+from models.mailboxes import effective_mailboxes
 from models.notifications import (
     KIND_OVERDUE_TASK,
     KIND_RECONNECT_NEEDED,
@@ -57,6 +60,7 @@ from models.notifications import (
     parse_stamp,
     recipients_with_unsent,
 )
+from models.secrets import secret_box
 from settings import Settings
 
 log = logging.getLogger("threadline.alerts")
@@ -164,6 +168,27 @@ def retry_unsent(settings: Settings, sessions: sessionmaker[Session], *, now: da
     return result
 
 
+def smtp_sign_in(settings: Settings, sessions: sessionmaker[Session]) -> tuple[TokenSource | None, str]:
+    """With [smtp] oauth_mailbox: that mailbox's OAuth token source and its user name (unless [smtp]
+    username says otherwise), for SASL XOAUTH2. (None, "") otherwise, or when it is not an OAuth mailbox (the
+    mailer then says so in every failed digest)."""
+    name = settings.smtp.oauth_mailbox
+    if not name:
+        return None, ""
+    box = secret_box(settings.secrets)
+    try:
+        with sessions() as session:
+            mailboxes = effective_mailboxes(session, settings.mailboxes, box=box, include_paused=True)
+    except Exception as exc:  # no key for the stored secrets, database gone: the digests wait
+        log.error("cannot read mailbox %r for the digests' SMTP sign-in: %s", name, exc)
+        return None, ""
+    mailbox = next((m for m in mailboxes if m.name == name and m.uses_oauth), None)
+    if mailbox is None:
+        return None, ""
+    credentials = MailboxCredentials(sessions, box=box, providers=settings.oauth)
+    return credentials.token_source(mailbox), settings.smtp.username or mailbox.username
+
+
 def _send_pending(
     settings: Settings, sessions: sessionmaker[Session], *, now: datetime, result: ScanResult
 ) -> None:
@@ -174,7 +199,8 @@ def _send_pending(
         recipients = recipients_with_unsent(session)
     if not recipients:
         return
-    with Mailer(settings.smtp) as mailer:
+    tokens, username = smtp_sign_in(settings, sessions)
+    with Mailer(settings.smtp, tokens=tokens, oauth_username=username) as mailer:
         for recipient in recipients:
             with transaction(sessions, write=False) as session:
                 pending = claim_unsent(session, recipient.user_id)

@@ -117,6 +117,10 @@ class MailboxCredentials:
             oauth=oauth,
         )
 
+    def token_source(self, mailbox: MailboxSettings) -> _TokenSource:
+        """The mailbox's access tokens for another sign-in (SMTP XOAUTH2 for the alert digests)."""
+        return _TokenSource(self, mailbox)
+
     def provider(self, mailbox: MailboxSettings) -> OAuthProviderSettings:
         provider = self.providers.get(mailbox.provider or "")
         if provider is None:

@@ -13,8 +13,11 @@ or that the server refuses (recipient, sender, content) fails alone, and the nex
 connection. When the connection breaks, the letter being sent fails and the next one opens a new connection.
 Only when the server cannot be reached or refuses the login do the letters left fail at once with that reason,
 instead of each waiting out its own timeout. Failures are plain text for people (server replies decoded, never
-the password). How the connection logs in lives in `Mailer._connected`: another way of logging in (OAuth for
-SMTP) belongs there, not in the callers.
+the password). How the connection logs in lives in `Mailer._connected`: a password (smtplib's LOGIN/PLAIN),
+or with `[smtp] oauth_mailbox` SASL XOAUTH2 with an access token from that mailbox's OAuth grant (the same
+token source the IMAP sign-in uses, daemon.credentials): a token the server refuses is reported to the source
+and the login is tried once more with a fresh one (Microsoft 365 has switched basic authentication off for
+SMTP AUTH; Google accepts the mail.google.com scope).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from types import TracebackType
 
+from daemon.imap import TokenSource
 from settings import SmtpSettings
 
 # SMTP line ends; bodies as quoted-printable or base64, so a server without 8BITMIME takes them too
@@ -145,8 +149,12 @@ class Mailer:
     Use as a context manager; `send` returns a Delivery and never raises for SMTP or for the letter.
     """
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(
+        self, settings: SmtpSettings, *, tokens: TokenSource | None = None, oauth_username: str = ""
+    ) -> None:
         self.settings = settings
+        self.tokens = tokens
+        self.oauth_username = oauth_username or (settings.username or "")
         self.where = f"SMTP {settings.host}:{settings.port}"
         self._client: smtplib.SMTP | None = None
         self._unreachable: str | None = None
@@ -194,7 +202,11 @@ class Mailer:
         if self._client is not None:
             return self._client
         s = self.settings
-        if s.username and s.password is None:
+        if s.oauth_mailbox and self.tokens is None:
+            raise smtplib.SMTPException(
+                f"[smtp] oauth_mailbox {s.oauth_mailbox!r} is not a mailbox signing in with OAuth"
+            )
+        if s.username and s.password is None and not s.oauth_mailbox:
             raise smtplib.SMTPException("[smtp] username is set but no password (password_env/_file)")
         context = ssl.create_default_context(cafile=s.tls_ca_file) if s.security != "none" else None
         client: smtplib.SMTP
@@ -207,13 +219,36 @@ class Mailer:
             if s.security == "starttls":
                 client.starttls(context=context)
                 client.ehlo()
-            if s.username and s.password is not None:
+            if self.tokens is not None:
+                self._oauth_login(client, self.tokens)
+            elif s.username and s.password is not None:
                 client.login(s.username, s.password.reveal())
         except BaseException:
             client.close()
             raise
         self._client = client
         return client
+
+    def _oauth_login(self, client: smtplib.SMTP, tokens: TokenSource) -> None:
+        """SASL XOAUTH2 with the source's access token; a refused token once more with a fresh one."""
+        for attempt in (1, 2):
+            try:
+                token = tokens.access_token()
+            except Exception as exc:  # reconnect needed, provider unreachable: this run sends nothing
+                raise smtplib.SMTPException(f"cannot get an OAuth access token: {exc}") from None
+            initial = f"user={self.oauth_username}\x01auth=Bearer {token}\x01\x01"
+
+            def xoauth2(challenge: bytes | None = None, initial: str = initial) -> str:
+                # the server's error challenge is answered with an empty line; it then says 535
+                return initial if challenge is None else ""
+
+            try:
+                client.auth("XOAUTH2", xoauth2, initial_response_ok=True)
+                return
+            except smtplib.SMTPAuthenticationError:
+                tokens.rejected(token)
+                if attempt == 2:
+                    raise
 
     def close(self) -> None:
         client, self._client = self._client, None

@@ -492,6 +492,9 @@ class _Reader:
             raise t.fail("security", f"'none' is refused for {host}; use starttls or ssl")
         default_port = {"ssl": 465, "starttls": 587, "none": 25}[security]
         ca_file = t.string("tls_ca_file")
+        oauth_mailbox = t.string("oauth_mailbox")
+        if oauth_mailbox and ("password_env" in t.data or "password_file" in t.data):
+            raise t.fail("oauth_mailbox", "sign in with a password or with oauth_mailbox, not both")
         return SmtpSettings(
             host=host,
             port=t.integer("port", default_port, minimum=1, maximum=65535),
@@ -502,6 +505,7 @@ class _Reader:
             base_url=(t.string("base_url", "http://127.0.0.1:8000") or "").rstrip("/"),
             timeout_seconds=t.number("timeout_seconds", 30.0, minimum=1.0),
             tls_ca_file=str(self.resolve(ca_file)) if ca_file else None,
+            oauth_mailbox=oauth_mailbox or None,
         )
 
     def api(self, t: _Table) -> ApiSettings:

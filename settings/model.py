@@ -268,6 +268,8 @@ class SmtpSettings:
     base_url: str = "http://127.0.0.1:8000"
     timeout_seconds: float = 30.0
     tls_ca_file: str | None = None
+    # sign in with SASL XOAUTH2 as this mailbox's OAuth account (its grant), instead of a password
+    oauth_mailbox: str | None = None
 
     @property
     def configured(self) -> bool:
