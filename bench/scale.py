@@ -167,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(session.scalar(select(func.count(Activity.id))) or 0)
 
     def holders() -> dict[str, int | None]:
+        for n, proc in enumerate(processes):
+            if proc.poll() is not None and proc.returncode != -signal.SIGKILL:
+                tail = (root / f"daemon{n}.log").read_text().splitlines()[-5:]
+                raise SystemExit(f"daemon {n} exited with {proc.returncode}:\n" + "\n".join(tail))
         with sessions() as session:
             return dict(read_holders(session, users, now=datetime.now(UTC)).mailboxes)
 

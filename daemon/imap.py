@@ -17,6 +17,7 @@ import logging
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _IMAPLIB_LOG = logging.getLogger("imapclient.imaplib")
+# Connections being opened at once, per process. A daemon that takes hundreds of mailboxes (its start, or a
+# takeover) would otherwise open every IDLE and folder connection in the same second: servers answer such a
+# burst slowly (Dovecot forks a login process for each) or refuse it (per-IP login limits), and each login
+# then times out. Queued here, a login's timeout starts only when its turn comes.
+CONCURRENT_CONNECTS = 10
+_CONNECTING = threading.BoundedSemaphore(CONCURRENT_CONNECTS)
 
 SECURITY_MODES: Final = ("ssl", "starttls", "none")
 COMMON_SENT_NAMES: Final = ("Sent", "Sent Items", "Sent Messages", "INBOX.Sent")
@@ -188,7 +195,7 @@ class ImapSession:
         _refuse_insecure(target)
         began = time.perf_counter()
         context = _tls_context(target) if target.security != "none" else None
-        with self._errors("connecting"):
+        with _CONNECTING, self._errors("connecting"):
             client = imapclient.IMAPClient(
                 target.host,
                 target.port,
