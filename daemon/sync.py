@@ -5,8 +5,9 @@ message.
 anything to do (a folder with nothing new costs nothing more). New UIDs are handled in batches
 (`[matching] batch_size`), each in four steps:
 
-1. Headers: `UID FETCH BODY.PEEK[HEADER]<0.N>` with RFC822.SIZE, capped at `max_header_bytes`, read in this
-   process (daemon.parsing.headers).
+1. Headers: `UID FETCH BODY.PEEK[HEADER]<0.N>` with RFC822.SIZE, capped at `max_header_bytes`, read
+   (daemon.parsing.headers) by the parser's worker processes, ahead of the bodies they are parsing: the
+   sync's own process is the pipeline's critical path, so it hands them every parse it can.
 2. Decide: daemon.matching judges each message's headers; the batch's outside addresses and Message-IDs are
    looked up once (chunked lookups, so no statement grows with a message's recipients); each message is then
    skipped (with its reason), a duplicate of an activity, or to be logged with its `Placement`. Most mail
@@ -610,6 +611,7 @@ class Pipeline:
         """Fetch the headers, decide, fetch the bodies to log and hand them to the parser."""
         limits = self.matching
         messages = {uid: _Message(uid) for uid in uids}
+        readable: list[_Message] = []
         for fetched in source.fetch_headers(uids, limits.max_header_bytes):
             message = messages.get(fetched.uid)
             if message is None:
@@ -619,8 +621,16 @@ class Pipeline:
                 message.action = Action.QUARANTINE
                 message.reason = QuarantineReason.EMPTY_FETCH.because("the server returned no header")
                 continue
-            message.headers = parse_headers(fetched.data, limits.max_header_bytes)
-            message.action = Action.SKIP
+            readable.append(message)
+        # the header blocks are read by the parser processes too, ahead of the bodies they are parsing
+        headers = wait_for(
+            self.parser.submit_headers([m.header for m in readable]), self.stop, grace=STOP_GRACE_SECONDS
+        )
+        for message, result in zip(readable, headers, strict=True):
+            if isinstance(result, ParseFailure):
+                message.action, message.reason = Action.QUARANTINE, result.reason
+            else:
+                message.headers, message.action = result, Action.SKIP
         batch = _Batch(folder, uidvalidity, cursor, list(messages.values()), {}, set())
         self._decide(batch)
 

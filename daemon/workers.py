@@ -3,10 +3,12 @@
 `ParserPool` keeps a few worker processes (one per CPU core by default, `[matching] parse_workers`), each
 running `python -m daemon.workers`: it reads raw messages from its stdin and writes back the parsed
 `MessageBody` (daemon.parsing.body, the one module importing mail-parser; the sync's own process never
-imports it). This buys three things:
+imports it), and header blocks, answering with `MessageHeaders` (daemon.parsing.headers). This buys three
+things:
 
 - Speed: parsing is most of the cost of logging mail, and it runs on every core while the sync's own
-  thread fetches the next messages and writes the last batch.
+  thread fetches the next messages and writes the last batch. Header blocks go to the front of the queue:
+  the sync decides from them what to fetch next, so it waits for them, never for bodies queued earlier.
 - A time limit: a parse that takes longer than `[matching] parse_timeout_seconds` has its worker killed
   (SIGKILL; a replacement starts and takes over the messages that were waiting for it) and the message's
   result is a `ParseFailure` saying so, which the sync quarantines. A worker that dies mid-parse (a crash in
@@ -21,7 +23,8 @@ later) rather than set mail aside. Workers ignore SIGINT and SIGTERM (the sync d
 exit by themselves when the sync's process goes away, through a pipe they watch.
 
 The protocol is length-prefixed pickles over the worker's stdin and stdout: an init frame (the limits), then
-one frame per job, `(ticket, raw bytes)` in and `(ticket, MessageBody | ParseFailure)` out.
+one frame per job, `(ticket, kind, raw bytes)` in and `(ticket, MessageBody | MessageHeaders | ParseFailure)`
+out.
 """
 
 from __future__ import annotations
@@ -46,13 +49,14 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import IO, Any
 
-from models.messages import MessageBody, QuarantineReason
+from models.messages import MessageBody, MessageHeaders, QuarantineReason
 from settings import MatchingSettings
 
 log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct("!Q")
 _PIPE_BYTES = 1024 * 1024
+_JOBS_PER_WRITE = 64
 # Address space a parser process may use: the largest message allowed (max_message_bytes) parses in a
 # fraction of it; a pathological one hits it and is quarantined instead of exhausting the machine.
 WORKER_MEMORY_BYTES = 1536 * 1024 * 1024
@@ -69,6 +73,9 @@ class ParseFailure:
 
 
 ParseResult = MessageBody | ParseFailure
+HeadersResult = MessageHeaders | ParseFailure
+_BODY = "body"
+_HEADERS = "headers"
 
 
 class ParserPoolError(Exception):
@@ -83,7 +90,8 @@ class StopRequested(Exception):
 class _Job:
     ticket: int
     raw: bytes
-    future: Future[ParseResult]
+    future: Future[Any]
+    kind: str = _BODY
 
 
 class _Worker:
@@ -135,8 +143,19 @@ class _Worker:
 
     def _write(self) -> None:
         while (job := self._outbox.get()) is not None:
+            # the jobs queued meanwhile go out in the same write: one wake-up of this thread (and one turn at
+            # the interpreter lock the sync's thread holds) for a burst of jobs, not one per job
+            jobs = [job]
+            while len(jobs) < _JOBS_PER_WRITE:
+                try:
+                    more = self._outbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    return
+                jobs.append(more)
             try:
-                _write_frame(self.stdin, (job.ticket, job.raw))
+                _write_frames(self.stdin, [(j.ticket, j.kind, j.raw) for j in jobs])
             except (OSError, ValueError):
                 return  # the worker is gone: its reader thread reports it
 
@@ -200,9 +219,30 @@ class ParserPool:
             self._dispatch()
         return future
 
+    def submit_headers(self, blocks: Sequence[bytes]) -> list[Future[HeadersResult]]:
+        """Queue header blocks ahead of every body waiting to be sent to a worker; each future's result is
+        the block's MessageHeaders or a ParseFailure."""
+        futures: list[Future[HeadersResult]] = [Future() for _ in blocks]
+        with self._lock:
+            if self._closed:
+                raise ParserPoolError("the parser pool is closed")
+            if self._broken is not None:
+                for future in futures:
+                    future.set_exception(ParserPoolError(self._broken))
+                return futures
+            jobs = []
+            for block, future in zip(blocks, futures, strict=True):
+                self._tickets += 1
+                jobs.append(_Job(self._tickets, block, future, _HEADERS))
+            self._pending.extendleft(reversed(jobs))
+            self._start()
+            self._dispatch()
+        return futures
+
     def parse(self, raw: bytes, stop: threading.Event | None = None) -> ParseResult:
         """Parse one message and wait for it (StopRequested if `stop` is set meanwhile)."""
-        return wait_for([self.submit(raw)], stop)[0]
+        result: ParseResult = wait_for([self.submit(raw)], stop)[0]
+        return result
 
     def close(self) -> None:
         """Kill the workers at once; results not in yet are cancelled."""
@@ -330,8 +370,8 @@ class ParserPool:
 
 
 def wait_for(
-    futures: Sequence[Future[ParseResult]], stop: threading.Event | None, *, grace: float = 0.0
-) -> list[ParseResult]:
+    futures: Sequence[Future[Any]], stop: threading.Event | None, *, grace: float = 0.0
+) -> list[Any]:
     """The results of these futures in order, waiting as long as it takes; once `stop` is set, at most
     `grace` seconds more, then StopRequested."""
     remaining = set(futures)
@@ -342,7 +382,7 @@ def wait_for(
             if time.monotonic() >= deadline:
                 raise StopRequested
         _, remaining = wait_futures(remaining, timeout=_TICK)
-    results: list[ParseResult] = []
+    results: list[Any] = []
     for future in futures:
         if future.cancelled():
             raise StopRequested
@@ -354,8 +394,15 @@ def wait_for(
 
 
 def _write_frame(stream: IO[bytes], value: Any) -> None:
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_FRAME.pack(len(data)) + data)
+    _write_frames(stream, [value])
+
+
+def _write_frames(stream: IO[bytes], values: Sequence[Any]) -> None:
+    chunks: list[bytes] = []
+    for value in values:
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        chunks += (_FRAME.pack(len(data)), data)
+    stream.write(b"".join(chunks))
     stream.flush()
 
 
@@ -402,6 +449,7 @@ def work(stdin: IO[bytes], stdout: IO[bytes], alive_fd: int | None) -> None:
     if alive_fd is not None:
         threading.Thread(target=_watch_parent, args=(alive_fd,), daemon=True).start()
     from daemon.parsing.body import ParseError, parse_body
+    from daemon.parsing.headers import parse_headers
 
     limits: MatchingSettings = _read_frame(stdin)
     _write_frame(stdout, _READY)
@@ -409,10 +457,13 @@ def work(stdin: IO[bytes], stdout: IO[bytes], alive_fd: int | None) -> None:
         job = _read_frame(stdin)
         if job is None:
             return
-        ticket, raw = job
-        result: ParseResult
+        ticket, kind, raw = job
+        result: ParseResult | HeadersResult
         try:
-            result = parse_body(raw, limits)
+            if kind == _HEADERS:
+                result = parse_headers(raw, limits.max_header_bytes)
+            else:
+                result = parse_body(raw, limits)
         except ParseError as exc:
             result = ParseFailure(QuarantineReason.PARSE_ERROR.because(str(exc)))
         except Exception as exc:  # a parser bug must cost one message, not the worker
