@@ -15,6 +15,7 @@ them.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 from flask import Flask, Response, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -29,11 +30,14 @@ def csp_nonce() -> str:
     return str(g.csp_nonce)
 
 
-def content_security_policy(nonce: str | None) -> str:
+def content_security_policy(nonce: str | None, form_targets: Sequence[str] = ()) -> str:
+    """The policy; `form_targets` are other origins a form on the page may lead to (browsers apply
+    form-action to the redirect after a POST too: "Connect mailbox" ends at the provider's consent page)."""
     scripts = f"'self' 'nonce-{nonce}'" if nonce else "'self'"
+    forms = " ".join(["'self'", *form_targets])
     return (
         f"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src {scripts}; "
-        "frame-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
+        f"frame-src 'self'; object-src 'none'; base-uri 'self'; form-action {forms}; frame-ancestors 'self'"
     )
 
 

@@ -9,13 +9,16 @@ within its reload interval. Every write goes through models.mailboxes; every POS
 
 from __future__ import annotations
 
-from flask import abort, flash, g, redirect, request, session, url_for
+from urllib.parse import urlsplit
+
+from flask import abort, flash, g, make_response, redirect, request, session, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
 from admin import permissions
 from admin.context import connector, db, now, settings
 from admin.formatting import fmt_datetime
+from admin.security import content_security_policy
 from admin.views.base import GuardedView, commit, expose
 from models.errors import DomainError
 from models.mailboxes import (
@@ -44,6 +47,11 @@ AUTH_LABELS = {
 }
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _box() -> SecretBox | None:
     return secret_box(settings().secrets)
 
@@ -59,7 +67,7 @@ def reconnect_needed() -> list[ReconnectNeeded]:
 
 class MailboxesView(GuardedView):
     @expose("/")
-    def index(self) -> str:
+    def index(self) -> BaseResponse:
         me = permissions.user()
         overview = mailbox_overview(
             db(),
@@ -67,7 +75,7 @@ class MailboxesView(GuardedView):
             box=_box(),
             owner=None if permissions.is_admin() else me.email,
         )
-        return self.page(
+        page = self.page(
             "threadline/mailboxes.html",
             mailboxes=overview,
             is_admin=permissions.is_admin(),
@@ -76,6 +84,11 @@ class MailboxesView(GuardedView):
             has_connector=connector() is not None,
             fmt_datetime=fmt_datetime,
         )
+        response = make_response(page)
+        # the Connect forms end at the providers' consent pages
+        origins = sorted({_origin(p.authorize_url) for p in settings().oauth.values() if p.authorize_url})
+        response.headers["Content-Security-Policy"] = content_security_policy(g.get("csp_nonce"), origins)
+        return response
 
     # ---- admins: add, edit, pause, resume, remove ------------------------------------------------------
 
