@@ -397,6 +397,17 @@ class ImapSession:
             found.update(client.search(["UID", f"{start}:*"]))
         return sorted(uid for uid in found if uid >= first)
 
+    def search_message_id(self, message_id: str) -> list[int]:
+        """UIDs of the selected folder's messages with this Message-ID (without its angle brackets), found
+        again after a UIDVALIDITY change; servers match HEADER searches by substring, so callers check the
+        content key of what they fetch."""
+        client, _ = self._selected_folder()
+        value = message_id.strip().strip("<>")
+        if not value or any(c in value for c in '"\\\r\n'):
+            return []
+        with self._errors("searching by Message-ID"):
+            return sorted(client.search(["HEADER", "Message-ID", value]))
+
     def fetch_headers(self, uids: Sequence[int], max_bytes: int | None = None) -> list[Fetched]:
         """Header blocks and sizes, sorted by UID; UIDs no longer in the folder (expunged) are left out.
 

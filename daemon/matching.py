@@ -13,6 +13,10 @@ outside participants worth looking up, who may be created, or a skip reason that
 sync then looks up the batch's outside addresses once, and `decide` turns each message's participants and
 that lookup into the final `Placement` (whom to link, whom to create) or `SkipReason`. Recording carries the
 placement out as it is.
+
+Sub-addresses (RFC 5233, `pat+news@acme.example`) are the person of the base address: they link the contact
+of `pat@acme.example` when there is one, and a contact made for one gets the base address, so a person never
+becomes two contacts through tags.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.contacts import normalize_email
+from models.contacts import base_address, normalize_email
 from models.domains import company_domain_of, normalize_domain
 from models.messages import Address, Direction, MessageHeaders, NewContact, Placement, SkipReason
 from settings import MailboxSettings, MatchingSettings, TeamSettings
@@ -165,8 +169,10 @@ class Participants:
 
     @property
     def lookup(self) -> tuple[str, ...]:
-        """The addresses whose contacts the decision needs."""
-        return tuple(p.email for p in self.external) if self.skip is None else ()
+        """The addresses whose contacts the decision needs (with the base address of a sub-address)."""
+        if self.skip is not None:
+            return ()
+        return tuple(dict.fromkeys(a for p in self.external for a in (p.email, base_address(p.email))))
 
 
 def read_participants(headers: MessageHeaders, rules: MatchRules) -> Participants:
@@ -236,17 +242,34 @@ def decide(
     p = participants
     if p.skip is not None:
         return p.skip
-    creatable = {x.email for x in p.creatable}
-    link = tuple(
-        x.email for x in p.external if x.email in known or (x.email in making and x.email not in creatable)
+    creatable = {base_address(x.email) for x in p.creatable}
+    linked: dict[str, None] = {}
+    for x in p.external:
+        email = _known_as(x.email, known) or _known_as(x.email, making)
+        if email is not None and (email in known or email not in creatable):
+            linked[email] = None
+    link = tuple(linked)
+    create = tuple(
+        {
+            base: NewContact(base, x.name, x.company_domain)
+            for x in p.creatable
+            if (base := base_address(x.email)) not in known and _known_as(x.email, known) is None
+        }.values()
     )
-    create = tuple(NewContact(x.email, x.name, x.company_domain) for x in p.creatable if x.email not in known)
     if link or create:
         author = p.sender if p.direction == Direction.OUT else None
         return Placement(p.direction, link, create, author_email=author, bulk=p.bulk)
     if p.automated is not None:
         return SkipReason.AUTOMATED
     return SkipReason.BULK if p.bulk else SkipReason.NO_CONTACT
+
+
+def _known_as(email: str, known: Collection[str]) -> str | None:
+    """The address a participant is known by: itself, else its base address (a sub-address), else None."""
+    if email in known:
+        return email
+    base = base_address(email)
+    return base if base != email and base in known else None
 
 
 def automated_reason(headers: MessageHeaders) -> str | None:

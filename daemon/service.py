@@ -16,7 +16,9 @@ that keeps its IMAP connections open between polls (one per folder: see daemon.s
 a poll with nothing new costs one STATUS round trip per folder; all mailboxes share one pool of parser
 processes (daemon.workers); OAuth mailboxes sign in through daemon.credentials (access tokens renewed before
 they expire).
-An IDLE watcher per mailbox only pulls that job's next run forward when the server signals new mail. A
+An IDLE watcher per mailbox only pulls that job's next run forward when the server signals new mail. A job
+of its own links earlier mail (daemon.relink) every reload interval (at most the shortest poll interval),
+when a contact gained an address or a company a domain. A
 failing mailbox backs off (its next attempt time is kept in the database by the sync) and never stops the
 others. Stopping is cooperative: a signal sets `stop`, running syncs finish their batch and commit, and
 `run()` returns.
@@ -40,9 +42,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.credentials import MailboxCredentials
-from daemon.imap import ImapAuthError, ImapError, ImapSession
-from daemon.leases import open_leases
+from daemon.imap import ImapAuthError, ImapError, ImapSession, ImapTarget
+from daemon.leases import open_leases, singleton
 from daemon.matching import Team
+from daemon.relink import RelinkResult, prune, relink_history
 from daemon.sync import MailboxConnections, SyncResult, sync_mailbox
 from daemon.workers import ParserPool
 from models.db import engine_of, transaction
@@ -148,6 +151,12 @@ class Daemon:
             IntervalTrigger(seconds=self._reload_interval(mailboxes), timezone=UTC),
             id="reload-mailboxes",
             name="reload the mailbox list",
+        )
+        self.scheduler.add_job(
+            self.relink,
+            IntervalTrigger(seconds=self._reload_interval(mailboxes), timezone=UTC),
+            id="relink",
+            name="link earlier mail",
         )
         if self.with_alerts and self.settings.alerts.enabled:
             from daemon.alerts import schedule_alerts
@@ -297,6 +306,38 @@ class Daemon:
             log.warning(result.summary())
         else:
             log.info(result.summary())
+        return result
+
+    def relink(self) -> RelinkResult | None:
+        """Earlier mail of the contacts, addresses and domains added since the last look (daemon.relink),
+        for every mailbox (not only those this daemon syncs), in one daemon at a time (a singleton job; two
+        at once would still file each email once, but fetch it twice)."""
+        if self.stop.is_set():
+            return None
+        with singleton(self.sessions, "relink") as mine:
+            if not mine:
+                return None
+            try:
+                with self.sessions() as session:
+                    mailboxes = effective_mailboxes(session, self.settings.mailboxes, box=self.box)
+            except Exception as exc:  # the database is down, or a stored password cannot be read
+                log.warning("earlier mail: cannot read the mailbox list: %s", exc)
+                return None
+            credentials = self.credentials
+
+            def sign_in(mailbox: MailboxSettings) -> Callable[[ImapTarget], ImapSession]:
+                return lambda _target: ImapSession(credentials.imap_target(mailbox))
+
+            result = relink_history(
+                mailboxes, self.sessions, matching=self.settings.matching, team=self.team, parser=self.parser,
+                now_fn=self.now_fn, stop=self.stop, imap_factory=sign_in,
+            )  # fmt: skip
+            try:
+                prune(self.sessions, matching=self.settings.matching, now=self.now_fn())
+            except SQLAlchemyError as exc:
+                log.warning("cannot prune the index of earlier mail: %s", exc)
+        if result.errors:
+            log.warning("earlier mail: %s", result.summary())
         return result
 
     def _backoff_until(self, mailbox: MailboxSettings) -> datetime | None:

@@ -70,6 +70,7 @@ from models.email_log import (
     record_emails,
     resolve_quarantine,
 )
+from models.history import Skipped, index_skipped, settle_history
 from models.messages import (
     Email,
     EmailToRecord,
@@ -486,6 +487,8 @@ class _Batch:
     contacts: dict[str, tuple[int, int | None]]  # the batch's one lookup of the addresses it links
     checked_keys: set[str]  # content keys looked up and found not logged
     making: set[str] = field(default_factory=set)  # addresses its placements create
+    # a batch of earlier mail fetched again (daemon.relink): UID -> its rows in the index of skipped mail
+    relink: dict[int, list[int]] | None = None
 
 
 @dataclass
@@ -760,13 +763,68 @@ class Pipeline:
             for message, outcome in zip(to_log, outcomes, strict=True):
                 if outcome is not None:
                     logged += self._count(message, outcome)
+                    message.activity_id = outcome.activity_id
             for message in batch.messages:
                 if message.action == Action.QUARANTINE:
                     self._quarantine(session, message, ref(message), now)
-            seen = sum(1 for m in batch.messages if m.action != Action.GONE)
-            self.save_cursor(session, batch.folder, batch.cursor, seen=seen, logged=logged)
+            if batch.relink is not None:
+                self._settle(session, batch, ref, now)
+            else:
+                seen = sum(1 for m in batch.messages if m.action != Action.GONE)
+                self.save_cursor(session, batch.folder, batch.cursor, seen=seen, logged=logged)
+                self._index(session, batch, skipped, now)
         self._making.difference_update(batch.making)
         return logged
+
+    def _index(self, session: Session, batch: _Batch, skipped: Sequence[_Message], now: datetime) -> None:
+        """Skipped mail with outside participants goes to the index of earlier mail (models.history), to be
+        logged if they become contacts. An mbox is not indexed: its file cannot be fetched again by UID."""
+        if batch.folder.startswith("mbox:"):
+            return
+        rows = [
+            Skipped(
+                m.uid, m.content_key, (m.headers.date if m.headers else None) or now, m.participants.lookup
+            )
+            for m in skipped
+            if m.participants is not None and m.participants.lookup
+        ]
+        index_skipped(session, self.mailbox.name, batch.folder, batch.uidvalidity, rows)
+
+    def _settle(
+        self, session: Session, batch: _Batch, ref: Callable[[_Message], MessageRef], now: datetime
+    ) -> None:
+        """A relinked batch: logged, duplicate and quarantined messages leave the index, vanished ones are
+        marked gone, still skipped ones stay; their SeenMessage rows say what became of them."""
+        assert batch.relink is not None
+        done: list[int] = []
+        gone: list[int] = []
+        seen: list[SeenRow] = []
+        for message in batch.messages:
+            rows = batch.relink.get(message.uid, [])
+            if message.action == Action.GONE:
+                gone.extend(rows)
+            elif message.action != Action.SKIP:
+                done.extend(rows)
+                if message.action in (Action.LOG, Action.DUPLICATE) and message.activity_id is not None:
+                    outcome = Outcome.LOGGED if message.action == Action.LOG else Outcome.DUPLICATE
+                    seen.append(SeenRow(ref(message), outcome, message.content_key, message.activity_id))
+        mark_seen(session, seen, now=now, replace=True)
+        settle_history(session, done=done, gone=gone)
+
+    def relink(
+        self, folder: str, uidvalidity: int, uids: dict[int, list[int]], source: MessageSource
+    ) -> None:
+        """Earlier mail fetched again by UID (UID -> its rows in the index) and run through the pipeline like
+        new mail, batch by batch; the folder's cursor stays where it is."""
+        ordered = sorted(uids)
+        size = self.matching.batch_size
+        for start in range(0, len(ordered), size):
+            if self.stopping:
+                break
+            chunk = ordered[start : start + size]
+            batch = self.prepare(folder, uidvalidity, chunk, source, Cursor(uidvalidity, 0))
+            batch.relink = {uid: uids[uid] for uid in chunk}
+            self.commit(batch)
 
     def _refs(self, batch: _Batch) -> Callable[[_Message], MessageRef]:
         name = self.mailbox.name

@@ -9,6 +9,11 @@ number of rows, and they are safe against a concurrent writer: an address or a d
 INSERT ... ON CONFLICT DO NOTHING in sorted order (two writers wait on each other instead of deadlocking), and
 a key someone else holds already is reported as taken, with the id of the record holding it; a record made
 here for keys that all turned out taken is deleted again (its twin stands).
+
+Every operation here that gives a contact an address or a company a domain also queues a `RelinkRequest`
+for it in the same transaction (`request_relink`), so the mail the sync skipped with that address or domain
+is looked at again (models.history, daemon.relink) whoever made the change: the panel, the import, the sync
+or the API.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, delete, func, select, update
@@ -25,7 +30,7 @@ from sqlalchemy.orm import Session
 from models.db import chunked, dialect_insert, reserve_ids
 from models.domains import check_company_domain, company_name_from_domain, normalize_domain
 from models.errors import DomainError
-from models.schema import Company, CompanyDomain, Contact, ContactEmail, User
+from models.schema import Company, CompanyDomain, Contact, ContactEmail, RelinkRequest, User
 
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+\.[^@\s<>(),;:\"\[\]]+$")
 
@@ -33,12 +38,35 @@ _CONTACTS: Table = Contact.__table__  # type: ignore[assignment]
 _CONTACT_EMAILS: Table = ContactEmail.__table__  # type: ignore[assignment]
 _COMPANIES: Table = Company.__table__  # type: ignore[assignment]
 _COMPANY_DOMAINS: Table = CompanyDomain.__table__  # type: ignore[assignment]
+_RELINK_REQUESTS: Table = RelinkRequest.__table__  # type: ignore[assignment]
 
 
 def normalize_email(value: str) -> str | None:
     """The canonical (lowercase, trimmed) form of an address, or None if it is not one."""
     address = value.strip().strip("<>").strip().lower()
     return address if _EMAIL.match(address) else None
+
+
+def base_address(address: str) -> str:
+    """The address without its sub-address tag: 'pat+crm@acme.example' -> 'pat@acme.example' (RFC 5233)."""
+    local, at, domain = address.rpartition("@")
+    base = local.split("+", 1)[0]
+    return f"{base}{at}{domain}" if at and base else address
+
+
+def request_relink(
+    session: Session,
+    *,
+    addresses: Iterable[str] = (),
+    domains: Iterable[str] = (),
+    now: datetime | None = None,
+) -> None:
+    """Queue a look at the skipped mail of these addresses and domains again (in the caller's transaction)."""
+    when = now or datetime.now(UTC)
+    rows = [{"address": a, "domain": None, "requested_at": when} for a in sorted(set(addresses))]
+    rows += [{"address": None, "domain": d, "requested_at": when} for d in sorted(set(domains))]
+    if rows:
+        session.execute(_RELINK_REQUESTS.insert(), rows)
 
 
 def find_contact_by_email(session: Session, email: str) -> Contact | None:
@@ -99,6 +127,7 @@ def ensure_company_for_domain(
     company.domains.append(CompanyDomain(domain=domain))
     session.add(company)
     session.flush()
+    request_relink(session, domains=[domain], now=now)
     return company
 
 
@@ -111,6 +140,7 @@ def add_contact_email(session: Session, contact: Contact, email: str) -> bool:
     if owner_id is not None:
         return owner_id == contact.id
     contact.emails.append(ContactEmail(email=address))
+    request_relink(session, addresses=[address])
     return True
 
 
@@ -153,6 +183,7 @@ def set_company_domains(session: Session, company: Company, domains: Iterable[st
             raise DomainError(f"{taken.domain} already belongs to {taken.company.name}")
     existing = {d.domain: d for d in company.domains}
     company.domains[:] = [existing.get(d) or CompanyDomain(domain=d) for d in dict.fromkeys(wanted)]
+    request_relink(session, domains=[d for d in wanted if d not in existing])
 
 
 # ---- one at a time (the panel's quick add) ------------------------------------------------------------
@@ -322,12 +353,16 @@ def create_contacts(session: Session, contacts: Sequence[ContactToCreate], *, no
 
 def add_company_domains(session: Session, domains: Mapping[str, int]) -> dict[str, int]:
     """Give companies these domains (domain -> company id); returns the domains another company holds."""
-    return _claim(session, _COMPANY_DOMAINS, "domain", "company_id", domains)
+    taken = _claim(session, _COMPANY_DOMAINS, "domain", "company_id", domains)
+    request_relink(session, domains=[d for d in domains if d not in taken])
+    return taken
 
 
 def add_contact_emails(session: Session, emails: Mapping[str, int]) -> dict[str, int]:
     """Give contacts these addresses (address -> contact id); returns the addresses another contact holds."""
-    return _claim(session, _CONTACT_EMAILS, "email", "contact_id", emails)
+    taken = _claim(session, _CONTACT_EMAILS, "email", "contact_id", emails)
+    request_relink(session, addresses=[e for e in emails if e not in taken])
+    return taken
 
 
 def update_contacts(session: Session, changes: Mapping[int, Mapping[str, Any]]) -> None:

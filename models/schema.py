@@ -710,3 +710,54 @@ class IdempotentRequest(Base):
     body: Mapped[str] = mapped_column(Text)
     location: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+# ---- the index of skipped mail (models.history) ------------------------------------------------------------
+
+
+class HistoryAddress(Base):
+    """An outside address seen on skipped mail, stored once however many messages it appears on."""
+
+    __tablename__ = "history_addresses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    domain: Mapped[str] = mapped_column(String(253), index=True)
+
+
+class HistoryMessage(Base):
+    """A message the sync skipped, kept for `[matching] history_days` so that it can be fetched again (by
+    UID) and logged when one of its addresses becomes a contact's. No body, no subject."""
+
+    __tablename__ = "history_messages"
+    __table_args__ = (UniqueConstraint("folder_id", "uidvalidity", "uid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    folder_id: Mapped[int] = mapped_column(ForeignKey("folder_sync_state.id", ondelete="CASCADE"))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    content_key: Mapped[str | None] = mapped_column(String(1000))
+    sent_at: Mapped[datetime] = mapped_column(index=True)
+    gone: Mapped[bool] = mapped_column(Boolean, default=False)  # the server no longer has it
+
+
+history_participants = Table(
+    "history_participants",
+    Base.metadata,
+    Column("address_id", ForeignKey("history_addresses.id", ondelete="CASCADE"), primary_key=True),
+    Column("message_id", ForeignKey("history_messages.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_history_participants_message_id", "message_id"),
+)
+
+
+class RelinkRequest(Base):
+    """An address a contact gained or a domain a company gained: its skipped mail is to be looked at again.
+    Written by models.contacts in the transaction that adds the address or domain; done by the daemon's
+    relink job or the next `threadline sync --once` (daemon.relink)."""
+
+    __tablename__ = "relink_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str | None] = mapped_column(String(320))
+    domain: Mapped[str | None] = mapped_column(String(253))
+    requested_at: Mapped[datetime]

@@ -312,6 +312,7 @@ class _Reader:
             max_mime_parts=t.integer("max_mime_parts", 500, minimum=1),
             parse_timeout_seconds=t.number("parse_timeout_seconds", 20.0, minimum=0.1),
             parse_workers=t.integer("parse_workers", 0, minimum=0, maximum=64),
+            history_days=t.integer("history_days", 365, minimum=1, maximum=36500),
         )
 
     def mailboxes(

@@ -84,6 +84,7 @@ class MatchingSettings:
     max_mime_parts: int = 500
     parse_timeout_seconds: float = 20.0
     parse_workers: int = 0  # 0: one per CPU core
+    history_days: int = 365  # skipped mail is indexed this long, to be linked when its people become contacts
 
 
 class MailboxAuth(enum.StrEnum):

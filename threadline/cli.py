@@ -32,7 +32,12 @@ from threadline.logs import configure_logging
 
 if TYPE_CHECKING:
     from daemon.credentials import MailboxCredentials
+    from daemon.imap import ImapSession, ImapTarget
+    from daemon.matching import Team
+    from daemon.relink import RelinkResult
     from daemon.service import Daemon
+    from daemon.workers import ParserPool
+    from models.history import HistorySelection
     from threadline.mailboxes import PanelConnector
 
 log = logging.getLogger("threadline")
@@ -376,7 +381,7 @@ def cmd_sync(ctx: Context) -> int:
     import signal
     import threading
 
-    from daemon.imap import ImapSession, ImapTarget
+    from daemon.imap import ImapSession
     from daemon.matching import Team
     from daemon.sync import sync_mailbox
     from daemon.workers import ParserPool
@@ -413,7 +418,79 @@ def cmd_sync(ctx: Context) -> int:
             )  # fmt: skip
             failed = failed or result.error is not None
             print(json.dumps(result.as_json()) if ctx.args.json else result.summary(), flush=True)
+        if not stop.is_set():
+            # earlier mail of the contacts, addresses and domains added since the last run
+            relinked = _relink(ctx, sessions, everything, team, parser, None, sign_in, stop)
+            failed = failed or not relinked.ok
+            if relinked.found or relinked.errors:
+                line = {"relink": relinked.summary(), "error": "; ".join(relinked.errors) or None}
+                text = json.dumps(line) if ctx.args.json else f"earlier mail: {relinked.summary()}"
+                print(text, flush=True)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _relink(
+    ctx: Context,
+    sessions: sessionmaker[Session],
+    mailboxes: Sequence[MailboxSettings],
+    team: Team,
+    parser: ParserPool,
+    selection: HistorySelection | None,
+    sign_in: Callable[[MailboxSettings], Callable[[ImapTarget], ImapSession]],
+    stop: threading.Event,
+) -> RelinkResult:
+    from daemon.relink import prune, relink_history
+
+    result = relink_history(
+        mailboxes, sessions, matching=ctx.settings.matching, team=team, parser=parser, selection=selection,
+        now_fn=now, stop=stop, imap_factory=sign_in,
+    )  # fmt: skip
+    prune(sessions, matching=ctx.settings.matching, now=now())
+    return result
+
+
+def cmd_relink(ctx: Context) -> int:
+    """Look at the skipped mail of the index again against today's contacts and companies."""
+    import signal
+
+    from daemon.imap import ImapSession
+    from daemon.matching import Team
+    from daemon.workers import ParserPool
+    from models.history import everything_selection, selection_for_contacts
+
+    since = _parse_since(ctx.args.since) if ctx.args.since else None
+    sessions = ctx.sessions()
+    everything = ctx.mailboxes(sessions)
+    with sessions() as session:
+        if ctx.args.contact:
+            from models.contacts import find_contact_by_email
+
+            contact = find_contact_by_email(session, ctx.args.contact)
+            if contact is None:
+                raise CommandError(f"no contact has the address {ctx.args.contact!r}")
+            selection = selection_for_contacts(session, [contact.id], since=since)
+        else:
+            selection = everything_selection(session, since=since)
+    credentials = ctx.credentials(sessions)
+
+    def sign_in(mailbox: MailboxSettings) -> Callable[[ImapTarget], ImapSession]:
+        return lambda _target: ImapSession(credentials.imap_target(mailbox))
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    team = Team.of(ctx.settings.team, everything)
+    with ParserPool(ctx.settings.matching) as parser:
+        result = _relink(ctx, sessions, everything, team, parser, selection, sign_in, stop)
+    print(f"earlier mail: {result.summary()}")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _parse_since(value: str) -> datetime:
+    try:
+        day = datetime.strptime(value.strip(), "%Y-%m-%d")
+    except ValueError:
+        raise UsageError(f"--since {value!r}: use a date like 2026-01-31") from None
+    return day.replace(tzinfo=UTC)
 
 
 def cmd_import_mbox(ctx: Context) -> int:
@@ -728,6 +805,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--once", action="store_true", help="one pass over every mailbox, then exit")
     sync.add_argument("--mailbox", metavar="NAME", help="only this mailbox")
     sync.add_argument("--json", action="store_true", help="one JSON object per mailbox instead of a line")
+    relink = add(
+        commands, "relink", cmd_relink, "find the earlier emails of contacts and companies and log them"
+    )
+    relink.add_argument("--since", metavar="DATE", help="only mail sent on or after this day (YYYY-MM-DD)")
+    relink.add_argument("--contact", metavar="EMAIL", help="only the contact with this address")
     mbox = add(imports, "mbox", cmd_import_mbox, "backfill an mbox export through the sync's pipeline")
     mbox.add_argument("file")
     mbox.add_argument("--mailbox", metavar="NAME", required=True, help="the [[mailboxes]] entry it is from")
