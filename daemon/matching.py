@@ -17,6 +17,13 @@ placement out as it is.
 Sub-addresses (RFC 5233, `pat+news@acme.example`) are the person of the base address: they link the contact
 of `pat@acme.example` when there is one, and a contact made for one gets the base address, so a person never
 becomes two contacts through tags.
+
+Mail that no contact makes loggable gets a second look, with two more lookups the sync makes only for such
+mail (`Participants.second_look`): with `create_contacts = "sent"`, a person writing from a domain a company
+owns becomes a contact of that company (the team knows the company: its people's mail belongs on it); and
+a reply into a thread already filed on a deal (In-Reply-To or References naming a logged message) from an
+address nobody knows is filed on that thread's deal and company with no contact linked, so that the deal
+page can offer the address to the contact who was written to.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.contacts import base_address, normalize_email
-from models.domains import company_domain_of, normalize_domain
+from models.domains import company_domain_of, lookup_domains, normalize_domain
 from models.messages import Address, Direction, MessageHeaders, NewContact, Placement, SkipReason
 from settings import MailboxSettings, MatchingSettings, TeamSettings
 
@@ -166,6 +173,21 @@ class Participants:
     automated: str | None  # why the mail is automated, None for a person's mail
     bulk: bool  # more recipients than max_recipients (or headers cut): links existing contacts only
     skip: SkipReason | None  # set when no lookup can make the message loggable
+    # inbound senders who become contacts when a company owns their domain (create_contacts = "sent")
+    company_senders: tuple[Participant, ...] = ()
+    thread: tuple[str, ...] = ()  # Message-IDs this message replies to (In-Reply-To, References)
+
+    @property
+    def company_lookup(self) -> tuple[str, ...]:
+        """The domains whose companies the company rule needs, most specific first per sender."""
+        return tuple(
+            dict.fromkeys(
+                d
+                for p in self.company_senders
+                if p.company_domain
+                for d in lookup_domains(p.email.rpartition("@")[2], p.company_domain)
+            )
+        )
 
     @property
     def lookup(self) -> tuple[str, ...]:
@@ -223,13 +245,46 @@ def read_participants(headers: MessageHeaders, rules: MatchRules) -> Participant
         skip = SkipReason.IGNORED
 
     creatable: tuple[Participant, ...] = ()
+    company_senders: tuple[Participant, ...] = ()
     if skip is None and automated is None and not bulk:
         creatable = tuple(
             _with_company_domain(p, rules)
             for p in external
             if _may_create(p, direction, rules.create_contacts)
         )
-    return Participants(direction, sender, external, creatable, automated, bulk, skip)
+        if direction == Direction.IN and rules.create_contacts == CreateContacts.SENT:
+            company_senders = tuple(
+                c
+                for p in external
+                if Role.FROM in p.roles and (c := _with_company_domain(p, rules)).company_domain
+            )
+    thread = tuple(dict.fromkeys(m for m in (*headers.in_reply_to, *headers.references) if m))
+    thread = thread if skip is None else ()
+    return Participants(
+        direction, sender, external, creatable, automated, bulk, skip, company_senders, thread
+    )  # fmt: skip
+
+
+def second_look(
+    participants: Participants, companies: Collection[str], threads: Collection[str]
+) -> Placement | None:
+    """For a message `decide` found no contact for: the contacts to make because a company owns their
+    domain (`companies`: the company domains among `company_lookup`), else, for a reply into a thread filed
+    on a deal (`threads`: the Message-IDs of `thread` that are logged on a deal), a placement on that
+    thread's deal with no contact; None when neither applies."""
+    p = participants
+    create = {
+        base: NewContact(base, x.name, x.company_domain)
+        for x in p.company_senders
+        if x.company_domain
+        and not set(lookup_domains(x.email.rpartition("@")[2], x.company_domain)).isdisjoint(companies)
+        and (base := base_address(x.email))
+    }
+    if create:
+        return Placement(p.direction, (), tuple(create.values()))
+    if p.direction == Direction.IN and any(m in threads for m in p.thread):
+        return Placement(p.direction, (), thread_only=True)
+    return None
 
 
 def decide(

@@ -50,12 +50,20 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.imap import Fetched, ImapAuthError, ImapError, ImapSession, ImapTarget
-from daemon.matching import MatchRules, Participants, Team, build_rules, decide, read_participants
+from daemon.matching import (
+    MatchRules,
+    Participants,
+    Team,
+    build_rules,
+    decide,
+    read_participants,
+    second_look,
+)
 from daemon.parsing.content_key import content_key
 from daemon.parsing.headers import parse_headers
 from daemon.parsing.message import assemble
 from daemon.workers import ParseFailure, ParseResult, ParserPool, StopRequested, wait_for
-from models.contacts import contact_ids_by_email
+from models.contacts import company_ids_by_domain, contact_ids_by_email
 from models.db import dialect_insert, transaction
 from models.email_log import (
     PendingQuarantine,
@@ -69,6 +77,7 @@ from models.email_log import (
     quarantined_raw,
     record_emails,
     resolve_quarantine,
+    threads_on_open_deals,
 )
 from models.history import Skipped, index_skipped, settle_history
 from models.messages import (
@@ -541,6 +550,7 @@ class Pipeline:
         # later batches link them without looking them up again
         self._made: dict[str, tuple[int, int | None]] = {}
         self._making: set[str] = set()
+        self._logging: set[str] = set()  # Message-IDs of this run's logged mail: replies to it follow it
 
     @property
     def stopping(self) -> bool:
@@ -696,12 +706,43 @@ class Pipeline:
                 continue
             verdict = decide(message.participants, known, self._making)
             if isinstance(verdict, Placement):
-                message.action, message.placement = Action.LOG, verdict
-                # later messages of this batch, and later batches, link these contacts (or make them too)
-                batch.making.update(c.email for c in verdict.create)
-                self._making.update(batch.making)
+                self._place(batch, message, verdict)
             else:
                 message.action, message.skip = Action.SKIP, verdict
+        self._second_look(batch)
+
+    def _place(self, batch: _Batch, message: _Message, placement: Placement) -> None:
+        message.action, message.placement = Action.LOG, placement
+        if message.headers is not None and message.headers.message_id:
+            self._logging.add(message.headers.message_id)
+        # later messages of this batch, and later batches, link these contacts (or make them too)
+        batch.making.update(c.email for c in placement.create)
+        self._making.update(batch.making)
+
+    def _second_look(self, batch: _Batch) -> None:
+        """Mail no contact makes loggable: the company and thread rules (daemon.matching.second_look), with
+        one lookup each for the whole batch, made only when such mail is in it."""
+        candidates = [
+            m
+            for m in batch.messages
+            if m.skip == SkipReason.NO_CONTACT
+            and m.participants is not None
+            and (m.participants.company_lookup or m.participants.thread)
+        ]
+        if not candidates:
+            return
+        domains = {d for m in candidates if m.participants for d in m.participants.company_lookup}
+        thread_ids = {t for m in candidates if m.participants for t in m.participants.thread}
+        with self.sessions() as session:
+            companies = company_ids_by_domain(session, domains).keys() if domains else set()
+            threads = threads_on_open_deals(session, thread_ids) if thread_ids else set()
+        threads = {*threads, *(t for t in thread_ids if t in self._logging)}
+        for message in candidates:
+            assert message.participants is not None
+            placement = second_look(message.participants, companies, threads)
+            if placement is not None:
+                message.skip = None
+                self._place(batch, message, placement)
 
     def _throttle(self, batch: _Batch) -> None:
         """Wait while the raw bytes of parses in flight exceed IN_FLIGHT_BYTES (memory stays bounded)."""
@@ -772,7 +813,7 @@ class Pipeline:
             else:
                 seen = sum(1 for m in batch.messages if m.action != Action.GONE)
                 self.save_cursor(session, batch.folder, batch.cursor, seen=seen, logged=logged)
-                self._index(session, batch, skipped, now)
+                self._index(session, batch, [m for m in batch.messages if m.action == Action.SKIP], now)
         self._making.difference_update(batch.making)
         return logged
 
@@ -890,6 +931,10 @@ class Pipeline:
     def _count(self, message: _Message, outcome: RecordOutcome) -> int:
         """Count one recorded message; 1 when it became a new activity."""
         self.counts.contacts_created += outcome.contacts_created
+        if outcome.outcome == Outcome.SKIPPED:  # a reply into a thread that turned out to be on no deal
+            message.action, message.skip = Action.SKIP, SkipReason.NO_CONTACT
+            self.counts.skip(message.skip)
+            return 0
         if outcome.outcome == Outcome.QUARANTINED:
             message.action, message.reason = Action.QUARANTINE, outcome.reason or "unknown"
             return 0

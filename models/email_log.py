@@ -63,6 +63,7 @@ from models.messages import (
     Outcome,
     Placement,
     QuarantineReason,
+    SkipReason,
 )
 from models.schema import (
     Activity,
@@ -236,9 +237,13 @@ def record_emails(
 
     rows: dict[int, dict[str, Any]] = {}  # message index -> its activity row
     placed: dict[int, tuple[int | None, bool]] = {}  # message index -> (deal id, needs review)
+    unfiled: set[int] = set()  # thread-only replies whose thread is on no open deal after all: not logged
     for index, ids in linked.items():
         email, placement = messages[index].email, messages[index].placement
         deal_id, deal_company_id, needs_review = deals.choose(email, ids)
+        if placement.thread_only and deal_id is None:
+            unfiled.add(index)
+            continue
         occurred_at = _occurred_at(email.headers.date, now)
         rows[index] = _activity_row(
             email,
@@ -277,6 +282,10 @@ def record_emails(
         leader = leaders.get(key, index)
         contacts_made = made.contacts[index]
         activity_id = existing.get(key) or inserted.get(key)
+        if activity_id is None and leader in unfiled:
+            seen.append(SeenRow(ref, Outcome.SKIPPED, key))
+            outcomes.append(RecordOutcome(Outcome.SKIPPED, reason=SkipReason.NO_CONTACT.value))
+            continue
         if activity_id is None:
             reason = QuarantineReason.CONTACT_GONE.because(f"{gone.get(leader, '?')} is no longer a contact")
             outcomes.append(RecordOutcome(Outcome.QUARANTINED, contacts_created=contacts_made, reason=reason))
@@ -621,6 +630,20 @@ def activity_ids_by_content_key(session: Session, keys: Iterable[str]) -> dict[s
             select(Activity.content_key, Activity.id).where(Activity.content_key.in_(chunk))
         )
         found.update((key, activity_id) for key, activity_id in rows if key is not None)
+    return found
+
+
+def threads_on_open_deals(session: Session, message_ids: Iterable[str]) -> set[str]:
+    """Which of these Message-IDs are emails filed on an open deal (a reply to one follows it)."""
+    found: set[str] = set()
+    for chunk in chunked(sorted({m[:998] for m in message_ids if m})):
+        found.update(
+            session.scalars(
+                select(Activity.message_id)
+                .join(Deal, Activity.deal_id == Deal.id)
+                .where(Activity.message_id.in_(chunk), Deal.status == DealStatus.OPEN)
+            )
+        )
     return found
 
 

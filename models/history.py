@@ -27,9 +27,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import Table, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from models.contacts import base_address
+from models.contacts import add_contact_email, base_address, normalize_email, request_relink
 from models.db import chunked, dialect_insert
+from models.errors import DomainError
+from models.messages import Direction
 from models.schema import (
+    Activity,
     CompanyDomain,
     Contact,
     ContactEmail,
@@ -37,6 +40,8 @@ from models.schema import (
     HistoryAddress,
     HistoryMessage,
     RelinkRequest,
+    activity_contacts,
+    deal_contacts,
     history_participants,
 )
 
@@ -213,6 +218,15 @@ def everything_selection(session: Session, *, since: datetime | None = None) -> 
     return HistorySelection(addresses, domains, since)
 
 
+def ask_for_history(session: Session, selection: HistorySelection, *, now: datetime) -> int:
+    """ "Find earlier emails": how many skipped messages the index holds for this selection; they are queued
+    to be fetched again (daemon.relink) in the caller's transaction."""
+    found = len(find_history(session, selection))
+    if found:
+        request_relink(session, addresses=selection.addresses, domains=selection.domains, now=now)
+    return found
+
+
 def find_history(session: Session, selection: HistorySelection) -> list[IndexedMessage]:
     """The indexed messages (not gone) with one of the selection's addresses or domains, oldest first."""
     address_ids: set[int] = set()
@@ -286,3 +300,78 @@ def history_counts(session: Session) -> tuple[int, int]:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# ---- a reply from an address nobody knows, filed on its thread's deal ----------------------------------
+
+
+@dataclass(frozen=True)
+class AddressOffer:
+    """An address that replied into a deal's thread without being anyone's: offered as another address of
+    the contacts the thread was with (`contact_ids`, best first)."""
+
+    address: str
+    activity_ids: tuple[int, ...]
+    contact_ids: tuple[int, ...]
+
+
+def address_offers(session: Session, deal_id: int) -> list[AddressOffer]:
+    """The deal's inbound emails linked to no contact whose sender is nobody's address yet."""
+    orphans = session.execute(
+        select(Activity.id, Activity.from_address, Activity.thread_key)
+        .where(Activity.deal_id == deal_id, Activity.direction == Direction.IN)
+        .where(~Activity.id.in_(select(activity_contacts.c.activity_id)))
+        .order_by(Activity.occurred_at)
+    ).all()
+    by_address: dict[str, tuple[list[int], list[str]]] = {}
+    for activity_id, from_address, thread_key in orphans:
+        address = normalize_email(_address_of(from_address or ""))
+        if address is not None:
+            ids, threads = by_address.setdefault(address, ([], []))
+            ids.append(activity_id)
+            threads.append(thread_key or "")
+    if not by_address:
+        return []
+    taken = set(session.scalars(select(ContactEmail.email).where(ContactEmail.email.in_(sorted(by_address)))))
+    deal_contacts_ids = list(
+        session.scalars(select(deal_contacts.c.contact_id).where(deal_contacts.c.deal_id == deal_id))
+    )
+    offers: list[AddressOffer] = []
+    for address, (ids, threads) in sorted(by_address.items()):
+        if address in taken:
+            continue
+        in_thread = list(
+            session.scalars(
+                select(activity_contacts.c.contact_id)
+                .join(Activity, Activity.id == activity_contacts.c.activity_id)
+                .where(Activity.deal_id == deal_id, Activity.thread_key.in_(sorted(set(threads))))
+                .distinct()
+            )
+        )
+        candidates = tuple(dict.fromkeys([*sorted(in_thread), *deal_contacts_ids]))
+        if candidates:
+            offers.append(AddressOffer(address, tuple(ids), candidates))
+    return offers
+
+
+def adopt_address(session: Session, contact: Contact, address: str, *, deal_id: int) -> int:
+    """Give the contact an address that replied into the deal's thread: the deal's emails from it are
+    linked to the contact now, and the rest of its mail is queued for relinking (models.contacts). Returns
+    how many of the deal's emails were linked; DomainError when the address is someone else's."""
+    offer = next((o for o in address_offers(session, deal_id) if o.address == normalize_email(address)), None)
+    if offer is None or contact.id not in offer.contact_ids:
+        raise DomainError(f"{address} is not waiting to be added to {contact}")
+    if not add_contact_email(session, contact, offer.address):
+        raise DomainError(f"{offer.address} already belongs to another contact")
+    session.execute(
+        activity_contacts.insert(), [{"activity_id": i, "contact_id": contact.id} for i in offer.activity_ids]
+    )
+    return len(offer.activity_ids)
+
+
+def _address_of(formatted: str) -> str:
+    """'Pat <pat@x.example>' -> 'pat@x.example' (the form Activity.from_address is stored in)."""
+    text = formatted.strip()
+    if text.endswith(">") and "<" in text:
+        return text[text.rindex("<") + 1 : -1]
+    return text

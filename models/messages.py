@@ -165,13 +165,16 @@ class NewContact:
 
 @dataclass(frozen=True)
 class Placement:
-    """Matching's decision for a message that is logged: whom it is filed on. Never empty."""
+    """Matching's decision for a message that is logged: whom it is filed on. Never empty, but for a reply
+    into a deal's thread from an unknown address (`thread_only`)."""
 
     direction: Direction
     link: tuple[str, ...]  # addresses of contacts to link: known, or made by this run before this message
     create: tuple[NewContact, ...] = ()  # contacts to make, then link too
     author_email: str | None = None  # the internal sender of outbound mail
     bulk: bool = False  # over [matching] max_recipients: nothing is created
+    # a reply into a thread filed on a deal from nobody known: filed on that deal (and its company) alone
+    thread_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,13 @@ from models.activities import (
 )
 from models.deals import move_deal_to_stage
 from models.errors import DomainError
+from models.history import (
+    address_offers,
+    adopt_address,
+    ask_for_history,
+    selection_for_companies,
+    selection_for_contacts,
+)
 from models.merge import MergeKind, kept_id_of
 from models.schema import (
     Activity,
@@ -158,6 +165,10 @@ class RecordsView(GuardedView):
             contacts=list(deal.contacts),
             may_move=permissions.can_move(deal),
             next_activity=next_activity_for_deals(session, [deal.id]).get(deal.id),
+            offers=[
+                (offer, [c for c in (session.get(Contact, i) for i in offer.contact_ids) if c is not None])
+                for offer in address_offers(session, deal.id)
+            ],
         )
 
     def _merged(self, kind: MergeKind, record_id: int) -> BaseResponse:
@@ -277,6 +288,53 @@ class RecordsView(GuardedView):
             message = str(exc) if isinstance(exc, DomainError) else "choose call, meeting or note"
             flash(f"Not logged: {message}", "error")
         return self._back(kind, record_id)
+
+    @expose("/<kind>/<int:record_id>/earlier", methods=("POST",))
+    def earlier(self, kind: str, record_id: int) -> BaseResponse:
+        """The "Find earlier emails" button: the skipped mail of the contact's addresses (of a company: its
+        contacts' addresses and its domains) is looked up in the index and queued for the daemon to log."""
+        record = self._record(kind, record_id)
+        if isinstance(record, Deal):
+            abort(404)
+        permissions.require_write(record)
+        session = db()
+        if isinstance(record, Contact):
+            selection = selection_for_contacts(session, [record.id])
+        else:
+            selection = selection_for_companies(session, [record.id])
+        found = ask_for_history(session, selection, now=now())
+        session.commit()
+        if found:
+            plural = "s" if found != 1 else ""
+            flash(
+                f"Found {found} earlier email{plural} not logged yet: they are fetched again and appear on "
+                "the timeline within one poll interval of the daemon (or after the next sync).",
+                "success",
+            )
+        else:
+            flash("No earlier emails: the skipped mail kept for these addresses holds none.", "success")
+        return self._back(kind, record_id)
+
+    @expose("/deal/<int:record_id>/adopt", methods=("POST",))
+    def adopt(self, record_id: int) -> BaseResponse:
+        """One click on the deal page: an address that replied into the deal's thread becomes another
+        address of the contact; the deal's emails from it are linked, and its earlier mail is relinked."""
+        session = db()
+        deal = session.get(Deal, record_id)
+        contact_id = request.form.get("contact_id", "")
+        contact = session.get(Contact, int(contact_id)) if contact_id.isdigit() else None
+        if deal is None or contact is None:
+            abort(404)
+        permissions.require_write(contact)
+        address = request.form.get("address", "")
+        try:
+            linked = adopt_address(session, contact, address, deal_id=deal.id)
+            session.commit()
+            flash(f"{address} added to {contact}; {linked} email(s) of this deal linked.", "success")
+        except DomainError as exc:
+            session.rollback()
+            flash(f"Not added: {exc}", "error")
+        return self._back("deal", record_id)
 
     @expose("/<kind>/<int:record_id>/task", methods=("POST",))
     def add_task(self, kind: str, record_id: int) -> BaseResponse:
