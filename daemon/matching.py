@@ -24,6 +24,11 @@ owns becomes a contact of that company (the team knows the company: its people's
 a reply into a thread already filed on a deal (In-Reply-To or References naming a logged message) from an
 address nobody knows is filed on that thread's deal and company with no contact linked, so that the deal
 page can offer the address to the contact who was written to.
+
+A delivery failure report (a DSN: `multipart/report; report-type=delivery-status`) sent to the team is
+decided in two steps too: `decide` marks it a bounce to read, and once its body is parsed `place_bounce`
+files it on the contacts whose address failed (sub-addresses resolved), or skips it when none is a contact.
+It never makes a contact: not of the mail system that sent it, not of the failed address.
 """
 
 from __future__ import annotations
@@ -176,6 +181,7 @@ class Participants:
     # inbound senders who become contacts when a company owns their domain (create_contacts = "sent")
     company_senders: tuple[Participant, ...] = ()
     thread: tuple[str, ...] = ()  # Message-IDs this message replies to (In-Reply-To, References)
+    bounce: bool = False  # a delivery failure report sent to the team
 
     @property
     def company_lookup(self) -> tuple[str, ...]:
@@ -260,6 +266,9 @@ def read_participants(headers: MessageHeaders, rules: MatchRules) -> Participant
             )
     thread = tuple(dict.fromkeys(m for m in (*headers.in_reply_to, *headers.references) if m))
     thread = thread if skip is None else ()
+    if headers.delivery_report and automated is not None:
+        # a mail system's report (often the team's own server, so "internal"): about the failed recipients
+        return Participants(Direction.IN, sender, (), (), automated, False, None, bounce=True)
     return Participants(
         direction, sender, external, creatable, automated, bulk, skip, company_senders, thread
     )  # fmt: skip
@@ -297,6 +306,8 @@ def decide(
     p = participants
     if p.skip is not None:
         return p.skip
+    if p.bounce:
+        return Placement(p.direction, (), bounce=True)  # whose address failed: read from the body
     creatable = {base_address(x.email) for x in p.creatable}
     linked: dict[str, None] = {}
     for x in p.external:
@@ -317,6 +328,21 @@ def decide(
     if p.automated is not None:
         return SkipReason.AUTOMATED
     return SkipReason.BULK if p.bulk else SkipReason.NO_CONTACT
+
+
+def bounce_lookup(failed: Sequence[str]) -> tuple[str, ...]:
+    """The addresses whose contacts `place_bounce` needs for these failed recipients."""
+    return tuple(dict.fromkeys(a for f in failed if (e := normalize_email(f)) for a in (e, base_address(e))))
+
+
+def place_bounce(
+    placement: Placement, failed: Sequence[str], known: Collection[str]
+) -> Placement | SkipReason:
+    """A bounce, once its body told whose delivery failed: filed on those that are contacts."""
+    link = {k: None for f in failed if (e := normalize_email(f)) and (k := _known_as(e, known))}
+    if not link:
+        return SkipReason.NO_CONTACT
+    return Placement(placement.direction, tuple(link), bounce=True)
 
 
 def _known_as(email: str, known: Collection[str]) -> str | None:

@@ -54,8 +54,10 @@ from daemon.matching import (
     MatchRules,
     Participants,
     Team,
+    bounce_lookup,
     build_rules,
     decide,
+    place_bounce,
     read_participants,
     second_look,
 )
@@ -744,6 +746,25 @@ class Pipeline:
                 message.skip = None
                 self._place(batch, message, placement)
 
+    def _place_bounces(self, batch: _Batch) -> None:
+        """Delivery failure reports, their bodies read: filed on the contacts whose address failed
+        (daemon.matching.place_bounce, one lookup for the batch), else skipped."""
+        bounces = [m for m in batch.messages if m.action == Action.LOG and m.placement and m.placement.bounce]
+        if not bounces:
+            return
+        failed = {m.uid: m.body.failed_recipients if m.body else () for m in bounces}
+        wanted = {a for f in failed.values() for a in bounce_lookup(f)}
+        with self.sessions() as session:
+            batch.contacts.update(contact_ids_by_email(session, wanted - batch.contacts.keys()))
+        known = batch.contacts.keys() | self._made.keys()
+        for message in bounces:
+            assert message.placement is not None
+            verdict = place_bounce(message.placement, failed[message.uid], known)
+            if isinstance(verdict, Placement):
+                message.placement = verdict
+            else:
+                message.action, message.skip, message.placement = Action.SKIP, verdict, None
+
     def _throttle(self, batch: _Batch) -> None:
         """Wait while the raw bytes of parses in flight exceed IN_FLIGHT_BYTES (memory stays bounded)."""
         while True:
@@ -768,6 +789,7 @@ class Pipeline:
                 message.action, message.reason = Action.QUARANTINE, result.reason
             else:
                 message.body, message.raw = result, None
+        self._place_bounces(batch)
         logged = self._write(batch)
         self.counts.new += sum(1 for m in batch.messages if m.action != Action.GONE)
         log.debug("%s/%s: batch of %d up to uid %d, %d logged", self.mailbox.name, batch.folder,
@@ -823,11 +845,9 @@ class Pipeline:
         if batch.folder.startswith("mbox:"):
             return
         rows = [
-            Skipped(
-                m.uid, m.content_key, (m.headers.date if m.headers else None) or now, m.participants.lookup
-            )
+            Skipped(m.uid, m.content_key, (m.headers.date if m.headers else None) or now, addresses)
             for m in skipped
-            if m.participants is not None and m.participants.lookup
+            if m.participants is not None and (addresses := _indexed_addresses(m, m.participants))
         ]
         index_skipped(session, self.mailbox.name, batch.folder, batch.uidvalidity, rows)
 
@@ -997,6 +1017,14 @@ class Pipeline:
             if isinstance(result, ParseFailure):
                 return result.reason
             message.body, message.placement = result, verdict
+            if verdict.bounce:
+                failed = result.failed_recipients
+                contacts.update(contact_ids_by_email(session, bounce_lookup(failed)))
+                placed = place_bounce(verdict, failed, contacts.keys())
+                if not isinstance(placed, Placement):
+                    self._retry_skipped(session, ref, message, placed, now)
+                    return None
+                message.placement = placed
             users = {user.email: user for user in session.scalars(select(User))}
             owner = users.get(self.mailbox.owner or "")
             outcome = self._record(session, [message], lambda _: ref, owner, users, contacts, set(), now)[0]
@@ -1011,6 +1039,15 @@ class Pipeline:
         self.counts.contacts_created += outcome.contacts_created
         self.counts.retried += 1
         return None
+
+    def _retry_skipped(
+        self, session: Session, ref: MessageRef, message: _Message, reason: SkipReason, now: datetime
+    ) -> None:
+        resolve_quarantine(session, ref, now=now)
+        key = self._email(message).content_key
+        mark_seen(session, [SeenRow(ref, Outcome.SKIPPED, key)], now=now, replace=True)
+        self.counts.retried += 1
+        log.debug("%s uid %d: skipped on retry (%s)", ref.mailbox, ref.uid, reason.value)
 
     def _retry_raw(self, pending: PendingQuarantine, imap: MailboxConnections | None) -> bytes | None:
         with self.sessions() as session:
@@ -1028,6 +1065,13 @@ class Pipeline:
             log.info("%s: cannot fetch quarantined uid %d again: %s", self.mailbox.name, pending.ref.uid, exc)
             return None
         return fetched[0].data if fetched and fetched[0].data else None
+
+
+def _indexed_addresses(message: _Message, participants: Participants) -> tuple[str, ...]:
+    """Whom a skipped message waits for: a bounce its failed recipients, other mail its outside people."""
+    if participants.bounce:
+        return bounce_lookup(message.body.failed_recipients if message.body else ())
+    return participants.lookup
 
 
 def _groups_by_size(messages: Sequence[_Message], max_bytes: int) -> Iterator[list[_Message]]:

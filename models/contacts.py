@@ -365,6 +365,18 @@ def add_contact_emails(session: Session, emails: Mapping[str, int]) -> dict[str,
     return taken
 
 
+def mark_bounced(session: Session, bounced: Mapping[str, datetime]) -> None:
+    """Addresses mail to which came back undelivered (address -> when): shown on their contact."""
+    when = bindparam("bounced_when", type_=_CONTACT_EMAILS.c.bounced_at.type)
+    statement = (
+        update(_CONTACT_EMAILS)
+        .where(_CONTACT_EMAILS.c.email == bindparam("bounced_email"))
+        .where((_CONTACT_EMAILS.c.bounced_at.is_(None)) | (_CONTACT_EMAILS.c.bounced_at < when))
+        .values(bounced_at=when)
+    )
+    session.execute(statement, [{"bounced_email": a, "bounced_when": w} for a, w in sorted(bounced.items())])
+
+
 def update_contacts(session: Session, changes: Mapping[int, Mapping[str, Any]]) -> None:
     """Set columns of existing contacts (contact id -> column values), one executemany per set of columns."""
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}

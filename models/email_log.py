@@ -46,6 +46,7 @@ from models.contacts import (
     create_companies,
     create_contacts,
     display_name_from_email,
+    mark_bounced,
 )
 from models.db import chunked, dialect_insert
 from models.domains import company_name_from_domain, lookup_domains
@@ -328,6 +329,14 @@ def record_emails(
     mark_seen(session, seen, now=now)
     for model, when_by_id in touched.items():
         _touch(session, model, when_by_id)
+    bounced = {
+        address: rows[i]["occurred_at"]
+        for i in rows
+        if messages[i].placement.bounce and outcomes[i].outcome == Outcome.LOGGED
+        for address in messages[i].placement.link
+    }
+    if bounced:
+        mark_bounced(session, bounced)
     return Recorded(outcomes, made.found)
 
 
@@ -581,6 +590,7 @@ def _activity_row(
         "snippet": _clip(body.snippet, 400),
         "truncated": body.truncated or headers.truncated,
         "needs_deal_review": needs_review,
+        "bounce": placement.bounce,
     }
 
 

@@ -104,6 +104,7 @@ class MessageHeaders:
     precedence: str = ""  # lower case, e.g. 'bulk'
     auto_submitted: str = ""  # lower case, without parameters, e.g. 'auto-replied'
     truncated: bool = False  # the header block was longer than [matching] max_header_bytes and was cut
+    delivery_report: bool = False  # Content-Type multipart/report; report-type=delivery-status (a DSN)
 
     @property
     def author(self) -> Address | None:
@@ -131,6 +132,8 @@ class MessageBody:
     snippet: str
     attachments: tuple[Attachment, ...] = ()
     truncated: bool = False  # over the size limit (headers only) or MIME parts beyond the caps left out
+    # of a delivery status report (RFC 3464): the recipients whose Action is "failed", lower case
+    failed_recipients: tuple[str, ...] = ()
 
     @classmethod
     def headers_only(cls) -> MessageBody:
@@ -175,6 +178,9 @@ class Placement:
     bulk: bool = False  # over [matching] max_recipients: nothing is created
     # a reply into a thread filed on a deal from nobody known: filed on that deal (and its company) alone
     thread_only: bool = False
+    # a delivery failure report: filed on the contacts whose address failed (`link`, known once the body
+    # is parsed), marked as a bounce on the timeline and on the address
+    bounce: bool = False
 
 
 @dataclass(frozen=True)

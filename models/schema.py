@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -223,6 +224,7 @@ class ContactEmail(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
+    bounced_at: Mapped[datetime | None]  # when mail to it last came back undelivered
 
     contact: Mapped[Contact] = relationship(back_populates="emails")
 
@@ -354,6 +356,7 @@ class Activity(Base):
     snippet: Mapped[str] = mapped_column(String(400), default="")
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     needs_deal_review: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    bounce: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # a DSN
 
     author: Mapped[User | None] = relationship()
     company: Mapped[Company | None] = relationship()

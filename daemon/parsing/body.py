@@ -104,7 +104,37 @@ def parse_body(raw: bytes, limits: MatchingSettings) -> MessageBody:
         snippet=make_snippet(text),
         attachments=tuple(bodies.attachments),
         truncated=pruned,
+        failed_recipients=best_effort(lambda: failed_recipients(message), (), "message/delivery-status"),
     )
+
+
+def failed_recipients(message: Message) -> tuple[str, ...]:
+    """The recipients a delivery status report (RFC 3464) says failed: per-recipient blocks of its
+    message/delivery-status part with `Action: failed`, by Final-Recipient (else Original-Recipient)."""
+    if message.get_content_type() != "multipart/report":
+        return ()
+    found: dict[str, None] = {}
+    for part in message.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        for block in _status_blocks(part):
+            if not str(block.get("action", "")).strip().lower().startswith("failed"):
+                continue
+            recipient = str(block.get("final-recipient") or block.get("original-recipient") or "")
+            address = recipient.rpartition(";")[2].strip().strip("<>").lower()
+            if "@" in address:
+                found[address] = None
+    return tuple(found)
+
+
+def _status_blocks(part: Message) -> list[Message]:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    # some servers label it as text: read its blocks (per-message, then per-recipient) as header blocks
+    data = part.get_payload(decode=True)
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(payload)
+    return [email.message_from_string(chunk) for chunk in re.split(r"\r?\n\s*\r?\n", text) if chunk.strip()]
 
 
 def cap_part_fields(data: bytes) -> bytes:

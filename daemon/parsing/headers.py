@@ -82,7 +82,14 @@ def headers_from_fields(fields: dict[str, list[str]], *, truncated: bool = False
         precedence=first("precedence").lower(),
         auto_submitted=first("auto-submitted").split(";", 1)[0].strip().lower(),
         truncated=truncated,
+        delivery_report=_is_delivery_report(first("content-type")),
     )
+
+
+def _is_delivery_report(content_type: str) -> bool:
+    """Content-Type multipart/report; report-type=delivery-status (RFC 3462, 3464)."""
+    value = content_type.lower()
+    return value.startswith("multipart/report") and "delivery-status" in value
 
 
 def message_ids(text: str) -> list[str]:

@@ -3,6 +3,7 @@ protected, it reports what the index holds and the mail lands on the timeline on
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from sqlalchemy import delete
@@ -13,6 +14,7 @@ from models.schema import RelinkRequest, Role
 from tests.admin.conftest import fresh
 from tests.daemon.conftest import (
     build_message,
+    delivery_failure,
     make_mailbox,
     make_settings,
     message_id_of,
@@ -137,3 +139,21 @@ def test_a_new_address_in_a_deals_thread_is_added_to_the_contact_in_one_click(
     fresh(session)
     contact_page = rita.get(f"/admin/records/contact/{pat.id}").text
     assert "pat.home@gmail.example" in contact_page and "Re: Renewal offer" in contact_page
+
+
+def test_a_bounce_shows_on_the_timeline_and_on_the_contact(
+    app, db, session, make_user, make_contact, login, dovecot, make_mailbox, parser_for
+):
+    box = make_mailbox("jane")
+    settings = make_settings(box, db_url=db.url)
+    pat = make_contact("Pat Prospect", email="pat@acme.example")
+    dovecot.append(box.username, "INBOX", [delivery_failure("pat@acme.example")])
+    team = team_of(settings)
+    parser = parser_for(settings.matching)
+    synced = sync_mailbox(
+        box, db.sessions, matching=settings.matching, team=team, parser=parser, now_fn=lambda: NOW
+    )
+    assert synced.logged == 1
+    page = login(make_user(role=Role.REP)).get(f"/admin/records/contact/{pat.id}").text
+    assert "bounce: not delivered" in page and "Undelivered Mail Returned to Sender" in page
+    assert re.search(r"pat@acme.example <span[^>]*>bounced ", page)

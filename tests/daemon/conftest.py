@@ -146,3 +146,28 @@ def parser_for() -> Iterator[ParserFor]:
     yield get
     for pool in pools.values():
         pool.close()
+
+
+def delivery_failure(
+    failed: str, *, original_id: str = "<sent-1@team.example>", to: str = "jane@team.example"
+) -> bytes:
+    """A delivery status report (RFC 3464) from the team's mail server: mail to `failed` was not delivered."""
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.team.example>\r\n"
+        f"To: {to}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Date: Mon, 23 Nov 2026 08:00:00 +0000\r\n"
+        f"Message-ID: <dsn-{failed.replace('@', '.')}@mx.team.example>\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="DSN"\r\n\r\n'
+        "--DSN\r\nContent-Type: text/plain\r\n\r\n"
+        f"I'm sorry to have to inform you that your message could not be delivered to {failed}.\r\n\r\n"
+        "--DSN\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.team.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {failed}\r\nOriginal-Recipient: rfc822;{failed}\r\n"
+        "Action: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n"
+        "--DSN\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"From: jane@team.example\r\nTo: {failed}\r\nSubject: Offer\r\nMessage-ID: {original_id}\r\n\r\n"
+        "--DSN--\r\n"
+    ).encode()

@@ -12,12 +12,20 @@ from sqlalchemy import func, select
 
 from daemon.relink import RelinkResult, relink_history
 from daemon.sync import SyncResult, sync_mailbox
-from models.contacts import set_company_domains
+from models.contacts import set_company_domains, set_contact_emails
 from models.db import transaction
 from models.history import address_offers, adopt_address
 from models.schema import Activity, Company, Contact, ContactEmail, activity_contacts
 from settings import MailboxSettings, Settings
-from tests.daemon.conftest import MakeMailbox, ParserFor, build_message, make_settings, message_id_of, team_of
+from tests.daemon.conftest import (
+    MakeMailbox,
+    ParserFor,
+    build_message,
+    delivery_failure,
+    make_settings,
+    message_id_of,
+    team_of,
+)
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.factories import NOW
@@ -157,3 +165,39 @@ def test_with_create_contacts_none_a_company_domain_creates_nobody(
     dovecot.append(box.username, "INBOX", [build_message(from_="kim@globex.example", to=JANE)])
     result = run_sync(db, parser_for, settings)
     assert (result.logged, result.skipped, result.contacts_created) == (0, 1, 0)
+
+
+def test_a_delivery_failure_is_filed_on_the_contact_whose_address_failed_as_a_bounce(
+    db: TestDatabase, dovecot: DovecotServer, make_mailbox: MakeMailbox, parser_for: ParserFor,
+    make_contact: Callable[..., Any],
+) -> None:  # fmt: skip
+    box = make_mailbox("jane")
+    settings = make_settings(box)
+    make_contact("Pat Prospect", email="pat@acme.example")
+    dovecot.append(box.username, "INBOX", [
+        delivery_failure("pat+offers@acme.example"),  # a sub-address of a contact
+        delivery_failure("nobody@unknown.example"),  # mail to someone who is no contact: not logged
+    ])  # fmt: skip
+    result = run_sync(db, parser_for, settings)
+    assert (result.error, result.logged, result.skipped, result.contacts_created) == (None, 1, 1, 0)
+    assert filed(db, "Undelivered Mail Returned to Sender")[2] == ["pat@acme.example"]
+    with db.sessions() as session:
+        bounce = session.scalar(select(Activity.bounce))
+        assert bounce is True
+        marked = session.execute(select(ContactEmail.email, ContactEmail.bounced_at)).all()
+        assert [(e, b is not None) for e, b in marked] == [("pat@acme.example", True)]
+        # never a contact for the mail system (nor for the address that failed)
+        assert session.scalar(select(func.count()).select_from(Contact)) == 1
+
+    # the unknown address becomes a contact later: its bounce is earlier mail like any other
+    with transaction(db.sessions) as session:
+        contact = Contact(name="Nobody", created_at=NOW)
+        session.add(contact)
+        session.flush()
+        set_contact_emails(session, contact, ["nobody@unknown.example"])
+    relinked = run_relink(db, parser_for, settings)
+    assert (relinked.errors, relinked.logged) == ([], 1)
+    with db.sessions() as session:
+        assert (
+            session.scalar(select(func.count()).select_from(Activity).where(Activity.bounce.is_(True))) == 2
+        )

@@ -1,5 +1,5 @@
-"""history index: the skipped mail (history_messages, history_addresses, history_participants) and the
-relink_requests queue
+"""history index: the skipped mail (history_messages, history_addresses, history_participants), the
+relink_requests queue, and bounces (activities.bounce, contact_emails.bounced_at)
 
 Revision ID: 0010
 Revises: 0009
@@ -20,6 +20,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("activities") as batch_op:
+        batch_op.add_column(sa.Column("bounce", sa.Boolean(), server_default=sa.false(), nullable=False))
+    with op.batch_alter_table("contact_emails") as batch_op:
+        batch_op.add_column(sa.Column("bounced_at", models.types.UTCDateTime(timezone=True), nullable=True))
     op.create_table(
         "history_addresses",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -89,3 +93,7 @@ def downgrade() -> None:
     op.drop_table("history_messages")
     op.drop_index(op.f("ix_history_addresses_domain"), table_name="history_addresses")
     op.drop_table("history_addresses")
+    with op.batch_alter_table("contact_emails") as batch_op:
+        batch_op.drop_column("bounced_at")
+    with op.batch_alter_table("activities") as batch_op:
+        batch_op.drop_column("bounce")
