@@ -37,6 +37,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email import message_from_string
 from email.message import Message
 from typing import Any, TypeVar
 
@@ -134,7 +135,7 @@ def _status_blocks(part: Message) -> list[Message]:
     # some servers label it as text: read its blocks (per-message, then per-recipient) as header blocks
     data = part.get_payload(decode=True)
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(payload)
-    return [email.message_from_string(chunk) for chunk in re.split(r"\r?\n\s*\r?\n", text) if chunk.strip()]
+    return [message_from_string(chunk) for chunk in re.split(r"\r?\n\s*\r?\n", text) if chunk.strip()]
 
 
 def cap_part_fields(data: bytes) -> bytes:
