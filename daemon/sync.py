@@ -553,6 +553,7 @@ class Pipeline:
         self._made: dict[str, tuple[int, int | None]] = {}
         self._making: set[str] = set()
         self._logging: set[str] = set()  # Message-IDs of this run's logged mail: replies to it follow it
+        self._late = False  # earlier mail fetched again (relink): deal rules as of each message's date
 
     @property
     def stopping(self) -> bool:
@@ -883,6 +884,7 @@ class Pipeline:
             if self.stopping:
                 break
             chunk = ordered[start : start + size]
+            self._late = True
             batch = self.prepare(folder, uidvalidity, chunk, source, Cursor(uidvalidity, 0))
             batch.relink = {uid: uids[uid] for uid in chunk}
             self.commit(batch)
@@ -916,6 +918,7 @@ class Pipeline:
                     contacts=contacts,
                     users=users,
                     checked_keys=checked_keys,
+                    deals_as_of_sent=self._late,
                 )
             self._made.update(recorded.contacts)
             return list(recorded.outcomes)
@@ -930,7 +933,10 @@ class Pipeline:
         for message, item in zip(messages, batch, strict=True):
             try:
                 with session.begin_nested():
-                    one = record_emails(session, [item], now=now, owner=owner, contacts=contacts, users=users)
+                    one = record_emails(
+                        session, [item], now=now, owner=owner, contacts=contacts, users=users,
+                        deals_as_of_sent=self._late,
+                    )  # fmt: skip
                 self._made.update(one.contacts)
                 contacts.update(one.contacts)
                 outcomes.append(one.outcomes[0])

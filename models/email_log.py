@@ -171,9 +171,14 @@ def record_emails(
     contacts: ContactIds | None = None,
     users: Mapping[str, User] | None = None,
     checked_keys: Iterable[str] = (),
+    deals_as_of_sent: bool = False,
 ) -> Recorded:
     """File a batch of messages, each as a new activity or a sighting of the one it already is, as their
     placements say; one outcome per message, in order, and a SeenMessage row for each one filed.
+
+    `deals_as_of_sent` (earlier mail logged late, daemon.relink): the deal rules apply as of each message's
+    date, among the deals that existed and were open then (won and lost ones included), instead of today's
+    open deals.
 
     `contacts` is the caller's lookup of the addresses its placements link (address -> (contact id, company
     id)), so that they are looked up once per batch, where matching needed them; None looks up every address
@@ -233,6 +238,7 @@ def record_emails(
         thread_ids=[t for i in linked for t in _thread_ids(messages[i].email)],
         contact_ids=[c for ids in linked.values() for c in ids],
         company_ids=[c for ids in linked.values() for c in ids.values() if c is not None],
+        as_of=deals_as_of_sent,
     )
     authors = _authors(session, messages, list(linked), owner, users)
 
@@ -241,7 +247,8 @@ def record_emails(
     unfiled: set[int] = set()  # thread-only replies whose thread is on no open deal after all: not logged
     for index, ids in linked.items():
         email, placement = messages[index].email, messages[index].placement
-        deal_id, deal_company_id, needs_review = deals.choose(email, ids)
+        when = _occurred_at(email.headers.date, now) if deals_as_of_sent else None
+        deal_id, deal_company_id, needs_review = deals.choose(email, ids, when)
         if placement.thread_only and deal_id is None:
             unfiled.add(index)
             continue
@@ -469,6 +476,8 @@ class _DealIndex:
     threads: dict[str, tuple[datetime, int, int, int | None]]
     by_contact: dict[int, set[tuple[int, int | None]]]  # contact id -> (deal id, company id)
     by_company: dict[int, set[int]]  # company id -> deal ids
+    # loaded `as_of`: every deal, with when it was open (created, closed or None), for mail logged late
+    windows: dict[int, tuple[datetime, datetime | None]] | None = None
 
     @classmethod
     def load(
@@ -478,52 +487,80 @@ class _DealIndex:
         thread_ids: Iterable[str],
         contact_ids: Iterable[int],
         company_ids: Iterable[int],
+        as_of: bool = False,
     ) -> _DealIndex:
         index = cls({}, {}, {})
+        open_now = Deal.status == DealStatus.OPEN if not as_of else Deal.id.is_not(None)
         for chunk in chunked(sorted({t for t in thread_ids if t})):
             for message_id, occurred_at, activity_id, deal_id, company_id in session.execute(
                 select(Activity.message_id, Activity.occurred_at, Activity.id, Deal.id, Deal.company_id)
                 .join(Deal, Activity.deal_id == Deal.id)
-                .where(Activity.message_id.in_(chunk), Deal.status == DealStatus.OPEN)
+                .where(Activity.message_id.in_(chunk), open_now)
             ):
                 index._add(message_id, (occurred_at, activity_id, deal_id, company_id))
         for contact_chunk in chunked(sorted(set(contact_ids))):
             for contact_id, deal_id, company_id in session.execute(
                 select(deal_contacts.c.contact_id, Deal.id, Deal.company_id)
                 .join(Deal, deal_contacts.c.deal_id == Deal.id)
-                .where(deal_contacts.c.contact_id.in_(contact_chunk), Deal.status == DealStatus.OPEN)
+                .where(deal_contacts.c.contact_id.in_(contact_chunk), open_now)
             ):
                 index.by_contact.setdefault(contact_id, set()).add((deal_id, company_id))
         for company_chunk in chunked(sorted(set(company_ids))):
             for deal_company_id, deal_id in session.execute(
-                select(Deal.company_id, Deal.id).where(
-                    Deal.company_id.in_(company_chunk), Deal.status == DealStatus.OPEN
-                )
+                select(Deal.company_id, Deal.id).where(Deal.company_id.in_(company_chunk), open_now)
             ):
                 if deal_company_id is not None:
                     index.by_company.setdefault(deal_company_id, set()).add(deal_id)
+        if as_of:
+            index.windows = {}
+            ids = {e[2] for e in index.threads.values()} | {
+                d for s in index.by_contact.values() for d, _ in s
+            }
+            ids |= {d for s in index.by_company.values() for d in s}
+            for deal_chunk in chunked(sorted(ids)):
+                for deal_id, created_at, closed_at in session.execute(
+                    select(Deal.id, Deal.created_at, Deal.closed_at).where(Deal.id.in_(deal_chunk))
+                ):
+                    index.windows[deal_id] = (created_at, closed_at)
         return index
 
-    def choose(self, email: Email, contacts: Mapping[int, int | None]) -> tuple[int | None, int | None, bool]:
+    def _open_at(self, deal_id: int, when: datetime | None) -> bool:
+        if when is None or self.windows is None:
+            return True
+        window = self.windows.get(deal_id)
+        if window is None:  # a deal this batch filed a thread on: it is the thread's own
+            return True
+        created_at, closed_at = window
+        return created_at <= when and (closed_at is None or when <= closed_at)
+
+    def choose(
+        self, email: Email, contacts: Mapping[int, int | None], when: datetime | None = None
+    ) -> tuple[int | None, int | None, bool]:
         """(deal id, its company id, needs review) for an email linked to `contacts` (contact id -> company).
 
         The thread decides first (a reply to mail already filed on an open deal); then the single open deal
         that includes one of the contacts; then the single open deal of their companies. Several candidates:
         no deal, and the activity is flagged for a person to pick. Won and lost deals get no mail by
-        themselves: only open deals are loaded.
+        themselves: only open deals are loaded. With `when` (an index loaded as_of), the deals open at that
+        moment are the candidates instead.
         """
-        thread = [self.threads[t] for t in _thread_ids(email) if t in self.threads]
+        threads = [self.threads[t] for t in _thread_ids(email) if t in self.threads]
+        thread = [entry for entry in threads if self._open_at(entry[2], when)]
         if thread:
             _, _, deal_id, company_id = max(thread, key=lambda entry: (entry[0], entry[1]))
             return deal_id, company_id, False
-        by_contact = {deal for c in contacts for deal in self.by_contact.get(c, ())}
+        by_contact = {
+            deal for c in contacts for deal in self.by_contact.get(c, ()) if self._open_at(deal[0], when)
+        }
         if len(by_contact) == 1:
             deal_id, company_id = next(iter(by_contact))
             return deal_id, company_id, False
         if by_contact:
             return None, None, True
         company_ids = {c for c in contacts.values() if c is not None}
-        by_company = {(d, c) for c in company_ids for d in self.by_company.get(c, ())}
+        by_company = {
+            (d, c) for c in company_ids for d in self.by_company.get(c, ()) if self._open_at(d, when)
+        }
         if len(by_company) == 1:
             deal_id, company_id = next(iter(by_company))
             return deal_id, company_id, False

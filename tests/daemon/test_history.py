@@ -484,3 +484,35 @@ def test_models_operations_queue_requests_for_new_addresses_and_domains(db: Test
     with db.sessions() as session:
         rows = session.execute(select(RelinkRequest.address, RelinkRequest.domain).order_by(RelinkRequest.id))
         assert rows.all() == [(None, "acme.example"), (None, "acme-corp.example"), ("x@y.example", None)]
+
+
+def test_earlier_mail_follows_the_deal_rules_as_of_its_date(
+    db: TestDatabase, dovecot: DovecotServer, make_mailbox: MakeMailbox, sync: Sync, relink: Relink,
+    make_contact: Callable[..., Any], make_deal: Callable[..., Any],
+) -> None:  # fmt: skip
+    from models.schema import Deal, DealStatus
+
+    box = make_mailbox("jane")
+    settings = make_settings(box)
+    pat = make_contact("Pat Prospect", email="pat@acme.example")
+    old = make_deal("Pilot", contacts=[pat], created_at=NOW - timedelta(days=60))
+    new = make_deal("Expansion", contacts=[pat], created_at=NOW - timedelta(days=1))
+    with transaction(db.sessions) as session:
+        won = session.get(Deal, old.id)
+        assert won is not None
+        won.status, won.closed_at = DealStatus.WON, NOW - timedelta(days=20)
+    dovecot.append(box.username, "INBOX", [
+        inbound("Pat <pat@home.example>", "Pilot feedback", date=NOW - timedelta(days=40)),
+        inbound("Pat <pat@home.example>", "Between deals", date=NOW - timedelta(days=10)),
+    ])  # fmt: skip
+    assert sync(settings).skipped == 2
+    with transaction(db.sessions) as session:
+        contact = session.get(Contact, pat.id)
+        assert contact is not None
+        set_contact_emails(session, contact, ["pat@acme.example", "pat@home.example"])
+    assert relink(settings).logged == 2
+    with db.sessions() as session:
+        filed = dict(session.execute(select(Activity.subject, Activity.deal_id)).all())
+    # forty days ago the pilot was Pat's one open deal; ten days ago Pat had none (the expansion came later)
+    assert filed == {"Pilot feedback": old.id, "Between deals": None}
+    assert new.id != old.id
