@@ -219,9 +219,9 @@ def test_restoring_an_older_backup_says_to_upgrade_and_a_newer_one_is_refused(
     team = team_database
     current = migrate.head_revision(team.db.engine)
     older_file, newer_file = tmp_path / "older.backup", tmp_path / "newer.backup"
-    with team.db.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    migrate.downgrade(team.db.engine, "0002")  # a database genuinely made by an older Threadline
     assert run(team.config, "backup", str(older_file)).code == 0
+    migrate.upgrade(team.db.engine)
     with team.db.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
     assert run(team.config, "backup", str(newer_file)).code == 0
