@@ -9,9 +9,11 @@ stay apart ("€12,000 + $40,000"), never summed.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
+from typing import TypeVar
 
 from babel import Locale
 from babel.dates import format_timedelta
@@ -20,6 +22,8 @@ from babel.numbers import format_currency, format_decimal
 from admin.context import now, settings, team_tz
 from models.errors import DomainError
 from models.reports import MoneyByCurrency
+
+T = TypeVar("T")
 
 
 def local_naive_to_utc(value: datetime | None) -> datetime | None:
@@ -44,22 +48,21 @@ def parse_local_datetime(value: str | None) -> datetime | None:
 
 def parse_local_date(value: str | None) -> date | None:
     """A `date` input ('2026-11-23'), or None when empty."""
-    if not value or not value.strip():
-        return None
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise DomainError(f"{value!r} is not a date (use YYYY-MM-DD)") from None
+    return _parsed(value, date.fromisoformat, "a date (use YYYY-MM-DD)")
 
 
 def parse_local_time(value: str | None) -> time | None:
     """A `time` input ('09:30'), or None when empty (the activity is due any time that day)."""
+    return _parsed(value, time.fromisoformat, "a time (use HH:MM)")
+
+
+def _parsed(value: str | None, parse: Callable[[str], T], what: str) -> T | None:
     if not value or not value.strip():
         return None
     try:
-        return time.fromisoformat(value.strip())
+        return parse(value.strip())
     except ValueError:
-        raise DomainError(f"{value!r} is not a time (use HH:MM)") from None
+        raise DomainError(f"{value!r} is not {what}") from None
 
 
 def fmt_datetime(value: datetime | None) -> str:

@@ -89,6 +89,10 @@ LOGGED_AS = {PlannedKind.CALL: ActivityKind.CALL, PlannedKind.MEETING: ActivityK
 END_OF_DAY = time(23, 59)
 
 
+def zone_of(tz: str | zoneinfo.ZoneInfo) -> zoneinfo.ZoneInfo:
+    return tz if isinstance(tz, zoneinfo.ZoneInfo) else zoneinfo.ZoneInfo(tz)
+
+
 def planned_due(
     day: date | None, at: time | None, tz: str | zoneinfo.ZoneInfo
 ) -> tuple[datetime | None, bool]:
@@ -96,8 +100,7 @@ def planned_due(
     overdue, in UTC, and whether it has a time: a date without a time is due until the end of that day."""
     if day is None:
         return None, at is not None
-    zone = tz if isinstance(tz, zoneinfo.ZoneInfo) else zoneinfo.ZoneInfo(tz)
-    local = datetime.combine(day, at if at is not None else END_OF_DAY, tzinfo=zone)
+    local = datetime.combine(day, at if at is not None else END_OF_DAY, tzinfo=zone_of(tz))
     return local.astimezone(UTC), at is not None
 
 
@@ -198,7 +201,7 @@ def due_state(due_at: datetime | None, has_due_time: bool, now: datetime, tz: st
         return "later"
     if due_at < now:
         return "overdue"
-    zone = tz if isinstance(tz, zoneinfo.ZoneInfo) else zoneinfo.ZoneInfo(tz)
+    zone = zone_of(tz)
     return "today" if due_at.astimezone(zone).date() <= now.astimezone(zone).date() else "later"
 
 
@@ -295,6 +298,6 @@ def open_activities(
 
 def end_of_local_day(now: datetime, tz: str | zoneinfo.ZoneInfo, days: int = 0) -> datetime:
     """The end of today (plus `days`) in the team's zone, in UTC: the bound of "due today"."""
-    zone = tz if isinstance(tz, zoneinfo.ZoneInfo) else zoneinfo.ZoneInfo(tz)
+    zone = zone_of(tz)
     local = now.astimezone(zone).date() + timedelta(days=days + 1)
     return datetime.combine(local, time(0), tzinfo=zone).astimezone(UTC)

@@ -30,6 +30,8 @@ from models.schema import Activity, ActivityKind, Contact, Deal, Direction, acti
 UPCOMING_DAYS = 7
 SHOWN = 20
 EMAILS_SHOWN = 10
+RECENT = 50
+"""The user's most recently active deals and contacts whose emails are read for the latest ones."""
 
 
 @dataclass(frozen=True)
@@ -113,27 +115,39 @@ def latest_emails(session: Session, *, user_id: int | None, limit: int = EMAILS_
             .limit(limit)
         )  # fmt: skip
         return [EmailLine(*row) for row in session.execute(query)]
-    # newest `limit` on each side (ix_activities_deal_id_occurred_at; the contact's activity ids), then merged
+    # The newest emails on the user's records are on their most recently active ones (every email moves its
+    # records' last_activity_at forward): read the newest `limit` emails of their RECENT most recently active
+    # deals and contacts (ix_activities_deal_id_occurred_at, ix_activity_contacts_contact_id), not all mail.
+    recent_deals = (
+        select(Deal.id)
+        .where(Deal.owner_id == user_id, Deal.last_activity_at.is_not(None))
+        .order_by(Deal.last_activity_at.desc())
+        .limit(RECENT)
+    )
+    recent_contacts = (
+        select(Contact.id)
+        .where(Contact.owner_id == user_id, Contact.last_activity_at.is_not(None))
+        .order_by(Contact.last_activity_at.desc())
+        .limit(RECENT)
+    )
     on_deals = (
         select(Activity.id, Activity.occurred_at)
-        .join(Deal, Deal.id == Activity.deal_id)
-        .where(Deal.owner_id == user_id, Activity.kind == ActivityKind.EMAIL)
+        .where(Activity.deal_id.in_(recent_deals), Activity.kind == ActivityKind.EMAIL)
         .order_by(Activity.occurred_at.desc())
         .limit(limit)
     )
     on_contacts = (
         select(Activity.id, Activity.occurred_at)
         .join(activity_contacts, activity_contacts.c.activity_id == Activity.id)
-        .join(Contact, Contact.id == activity_contacts.c.contact_id)
-        .where(Contact.owner_id == user_id, Activity.kind == ActivityKind.EMAIL)
+        .where(activity_contacts.c.contact_id.in_(recent_contacts), Activity.kind == ActivityKind.EMAIL)
         .order_by(Activity.occurred_at.desc())
         .limit(limit)
     )
     both = union(on_deals.subquery().select(), on_contacts.subquery().select()).subquery()
-    mine = select(Contact.id).where(Contact.owner_id == user_id)
     contact = (
         select(activity_contacts.c.contact_id)
-        .where(activity_contacts.c.activity_id == Activity.id, activity_contacts.c.contact_id.in_(mine))
+        .join(Contact, Contact.id == activity_contacts.c.contact_id)
+        .where(activity_contacts.c.activity_id == Activity.id, Contact.owner_id == user_id)
         .limit(1)
         .scalar_subquery()
     )

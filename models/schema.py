@@ -424,7 +424,7 @@ class Task(Base):
     )
     title: Mapped[str] = mapped_column(String(500))
     notes: Mapped[str] = mapped_column(Text, default="")
-    due_at: Mapped[datetime | None]
+    due_at: Mapped[datetime | None] = mapped_column(index=True)  # the planned list, earliest first
     has_due_time: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     done_at: Mapped[datetime | None]

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, func, inspect, or_, select, text
+from sqlalchemy import ColumnElement, Select, and_, func, inspect, or_, select, text
 from sqlalchemy.orm import Session
 
 from models.schema import Company, CompanyDomain, Contact, ContactEmail, Deal, DealStatus
@@ -90,14 +90,11 @@ def search(session: Session, query: str, *, limit: int = 8) -> Results:
     if not wanted:
         return Results(query=wanted)
     indexed = _indexes(session)
-    contact_ids = _contact_ids(session, wanted, indexed)
-    company_ids = _company_ids(session, wanted, indexed)
-    deal_ids = _deal_ids(session, wanted, indexed)
     return Results(
         query=wanted,
-        contacts=_contacts(session, contact_ids, wanted, limit),
-        companies=_companies(session, company_ids, wanted, limit),
-        deals=_deals(session, deal_ids, wanted, limit),
+        contacts=_contacts(session, _CONTACTS.ids(session, wanted, indexed), wanted, limit),
+        companies=_companies(session, _COMPANIES.ids(session, wanted, indexed), wanted, limit),
+        deals=_deals(session, _DEALS.ids(session, wanted, indexed), wanted, limit),
     )
 
 
@@ -140,39 +137,50 @@ def _first_ids(session: Session, query: Select[Any]) -> list[int]:
 # ---- matching ids per kind --------------------------------------------------------------------------------
 
 
-def _contact_ids(session: Session, q: str, indexed: bool) -> list[int]:
-    if len(q) < MIN_SUBSTRING:
-        return _first_ids(session, select(Contact.id).where(func.lower(Contact.name).like(f"{q.lower()}%")))
-    if indexed and _is_sqlite(session):
-        return _fts_ids(session, "contact_search", f"%{q}%")
-    pattern = f"%{q}%"
-    by_address = select(ContactEmail.contact_id).where(ContactEmail.email.ilike(pattern)).limit(CANDIDATES)
-    return _first_ids(
-        session,
-        select(Contact.id).where(
-            or_(Contact.name.ilike(pattern), Contact.phone.ilike(pattern), Contact.id.in_(by_address))
-        ),
-    )
+@dataclass(frozen=True)
+class _Kind:
+    """Where one kind of record is searched: its name column, its other columns, its child table's column
+    (addresses, domains) and the FTS5 table that indexes them all on SQLite."""
+
+    key: Any
+    name: Any
+    columns: tuple[Any, ...]
+    child: Any | None
+    child_parent: Any | None
+    fts: str
+
+    def ids(self, session: Session, q: str, indexed: bool) -> list[int]:
+        if len(q) < MIN_SUBSTRING:
+            return _first_ids(session, select(self.key).where(self._starts_with(session, q)))
+        if indexed and _is_sqlite(session):
+            return _fts_ids(session, self.fts, f"%{q}%")
+        pattern = f"%{q}%"
+        matches = [column.ilike(pattern) for column in (self.name, *self.columns)]
+        if self.child is not None and self.child_parent is not None:
+            children = select(self.child_parent).where(self.child.ilike(pattern)).limit(CANDIDATES)
+            matches.append(self.key.in_(children))
+        return _first_ids(session, select(self.key).where(or_(*matches)))
+
+    def _starts_with(self, session: Session, q: str) -> ColumnElement[bool]:
+        """Names starting with `q`, through an index: on PostgreSQL the trigram index serves ILIKE 'q%'; on
+        SQLite the name's own index, one range per usual capitalization (Jo..., jo..., JO...)."""
+        if not _is_sqlite(session):
+            prefix: ColumnElement[bool] = self.name.ilike(f"{q}%")
+            return prefix
+        ranges = [
+            and_(self.name >= form, self.name < form[:-1] + chr(ord(form[-1]) + 1))
+            for form in dict.fromkeys((q, q.lower(), q.capitalize(), q.upper()))
+        ]
+        return and_(or_(*ranges), func.lower(self.name).like(f"{q.lower()}%"))
 
 
-def _company_ids(session: Session, q: str, indexed: bool) -> list[int]:
-    if len(q) < MIN_SUBSTRING:
-        return _first_ids(session, select(Company.id).where(func.lower(Company.name).like(f"{q.lower()}%")))
-    if indexed and _is_sqlite(session):
-        return _fts_ids(session, "company_search", f"%{q}%")
-    pattern = f"%{q}%"
-    by_domain = select(CompanyDomain.company_id).where(CompanyDomain.domain.ilike(pattern)).limit(CANDIDATES)
-    return _first_ids(
-        session, select(Company.id).where(or_(Company.name.ilike(pattern), Company.id.in_(by_domain)))
-    )
-
-
-def _deal_ids(session: Session, q: str, indexed: bool) -> list[int]:
-    if len(q) < MIN_SUBSTRING:
-        return _first_ids(session, select(Deal.id).where(func.lower(Deal.title).like(f"{q.lower()}%")))
-    if indexed and _is_sqlite(session):
-        return _fts_ids(session, "deal_search", f"%{q}%")
-    return _first_ids(session, select(Deal.id).where(Deal.title.ilike(f"%{q}%")))
+_CONTACTS = _Kind(
+    Contact.id, Contact.name, (Contact.phone,), ContactEmail.email, ContactEmail.contact_id, "contact_search"
+)
+_COMPANIES = _Kind(
+    Company.id, Company.name, (), CompanyDomain.domain, CompanyDomain.company_id, "company_search"
+)
+_DEALS = _Kind(Deal.id, Deal.title, (), None, None, "deal_search")
 
 
 # ---- loading and ranking ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ form. Every write goes through models' operations: models.contacts, models.deals
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import flash, redirect, request, url_for
@@ -68,10 +69,18 @@ class QuickAddView(GuardedView):
             **extra,
         )
 
-    def _saved(self, endpoint: str, record_id: int, message: str) -> BaseResponse:
-        db().commit()
-        flash(message, "success")
-        return redirect(url_for(endpoint, record_id=record_id))
+    def _save(self, create: Callable[[], Any], endpoint: str, what: str) -> BaseResponse | None:
+        """Run `create`, commit and open the new record; a mistake rolls back and is shown (None)."""
+        session = db()
+        try:
+            record = create()
+            session.commit()
+        except DomainError as exc:
+            session.rollback()
+            flash(f"Not saved: {exc}", "error")
+            return None
+        flash(f"{what} added: {record}", "success")
+        return redirect(url_for(endpoint, record_id=record.id))
 
     # ---- contact --------------------------------------------------------------------------------------
 
@@ -83,9 +92,10 @@ class QuickAddView(GuardedView):
             values["company"] = company.name if company else ""
         if request.method == "POST":
             session = db()
-            try:
+
+            def create() -> Contact:
                 owner = self._owner()
-                contact = create_contact(
+                return create_contact(
                     session,
                     name=_text("name"),
                     now=now(),
@@ -96,10 +106,10 @@ class QuickAddView(GuardedView):
                     owner=owner,
                     lead_source=_text("lead_source", 100),
                 )
-                return self._saved("records.contact", contact.id, f"Contact added: {contact.name}")
-            except DomainError as exc:
-                session.rollback()
-                flash(f"Not saved: {exc}", "error")
+
+            saved = self._save(create, "records.contact", "Contact")
+            if saved is not None:
+                return saved
         return self._form("threadline/quick_contact.html", values)
 
     # ---- company --------------------------------------------------------------------------------------
@@ -108,19 +118,19 @@ class QuickAddView(GuardedView):
     def company(self) -> BaseResponse | str:
         values: dict[str, Any] = dict(request.form) if request.method == "POST" else {}
         if request.method == "POST":
-            session = db()
-            try:
-                company = create_company(
-                    session,
+            saved = self._save(
+                lambda: create_company(
+                    db(),
                     name=_text("name"),
                     now=now(),
                     domains=split_list(_text("domains", 2000)),
                     owner=self._owner(),
-                )
-                return self._saved("records.company", company.id, f"Company added: {company.name}")
-            except DomainError as exc:
-                session.rollback()
-                flash(f"Not saved: {exc}", "error")
+                ),
+                "records.company",
+                "Company",
+            )
+            if saved is not None:
+                return saved
         return self._form("threadline/quick_company.html", values)
 
     # ---- deal -----------------------------------------------------------------------------------------
@@ -140,10 +150,11 @@ class QuickAddView(GuardedView):
                 currency=DEFAULT_CURRENCY,
             )
         if request.method == "POST":
-            try:
+
+            def create() -> Deal:
                 stage = session.get(Stage, _record_id("stage_id") or 0)
                 owner = self._owner()
-                deal = create_deal(
+                return create_deal(
                     session,
                     title=_text("title"),
                     now=now(),
@@ -157,10 +168,10 @@ class QuickAddView(GuardedView):
                     expected_close_on=parse_local_date(_text("expected_close_on")),
                     by=permissions.user(),
                 )
-                return self._saved("records.deal", deal.id, f"Deal added: {deal.title}")
-            except DomainError as exc:
-                session.rollback()
-                flash(f"Not saved: {exc}", "error")
+
+            saved = self._save(create, "records.deal", "Deal")
+            if saved is not None:
+                return saved
         pipelines = session.scalars(select(Pipeline).order_by(Pipeline.position, Pipeline.id)).all()
         return self._form(
             "threadline/quick_deal.html",

@@ -12,6 +12,7 @@ from models.activities import (
     due_state,
     next_activity_for_deals,
     planned_due,
+    touch,
 )
 from models.agenda import my_day
 from models.errors import DomainError
@@ -155,6 +156,7 @@ def test_latest_emails_on_my_records_show_no_body(session, make_user, make_conta
         )
         email.contacts.append(contact)
         session.add(email)
+        touch([contact], email.occurred_at)  # as the sync's record_email does
     session.commit()
     day = my_day(
         session,
