@@ -157,3 +157,26 @@ def test_a_bounce_shows_on_the_timeline_and_on_the_contact(
     page = login(make_user(role=Role.REP)).get(f"/admin/records/contact/{pat.id}").text
     assert "bounce: not delivered" in page and "Undelivered Mail Returned to Sender" in page
     assert re.search(r"pat@acme.example <span[^>]*>bounced ", page)
+
+
+def test_a_contact_made_with_the_panels_form_gets_its_earlier_mail(
+    app, db, session, make_user, login, dovecot, make_mailbox, parser_for
+):
+    box = make_mailbox("jane")
+    settings = make_settings(box, db_url=db.url)
+    dovecot.append(box.username, "INBOX", [build_message(from_="lee@globex.example", to="jane@team.example")])
+    team, parser = team_of(settings), parser_for(settings.matching)
+    synced = sync_mailbox(
+        box, db.sessions, matching=settings.matching, team=team, parser=parser, now_fn=lambda: NOW
+    )
+    assert synced.skipped == 1
+    rep = login(make_user(role=Role.REP))
+    made = rep.post("/admin/quick/contact", {"name": "Lee", "emails": "lee@globex.example"})
+    assert made.status_code == 302, made.text[:500]
+    result = relink_history(
+        settings.mailboxes, db.sessions, matching=settings.matching, team=team, parser=parser,
+        now_fn=lambda: NOW,
+    )  # fmt: skip
+    assert (result.errors, result.logged) == ([], 1)
+    fresh(session)
+    assert "Hello" in rep.get(made.headers["Location"]).text  # on the new contact's timeline
