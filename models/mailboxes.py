@@ -529,6 +529,7 @@ class MailboxOverview:
     last_error: str | None
     next_attempt_at: datetime | None
     messages_logged: int
+    connected: bool = False  # has an OAuth grant
     reconnect_reason: str | None = None
     reconnect_needed_at: datetime | None = None
 
@@ -595,6 +596,7 @@ def mailbox_overview(
                 last_error=status.last_error if status else None,
                 next_attempt_at=status.next_attempt_at if status else None,
                 messages_logged=logged.get(mailbox.name, 0),
+                connected=grant is not None,
                 reconnect_reason=grant.reconnect_reason if grant is not None and reconnecting else None,
                 reconnect_needed_at=grant.reconnect_needed_at if grant is not None and reconnecting else None,
             )

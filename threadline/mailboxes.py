@@ -19,8 +19,8 @@ from daemon.imap import ImapAuthError, ImapError, ImapSession
 from daemon.oauth import AuthorizationRequest, OAuthClient, OAuthError, TokenSet
 from models.db import transaction
 from models.errors import DomainError
-from models.mailboxes import delete_grant, effective_mailboxes
-from models.schema import GrantFlow, GrantState, Mailbox, MailboxStatus, OAuthGrant
+from models.mailboxes import MailboxOverview, MailboxState, delete_grant, mailbox_overview
+from models.schema import GrantFlow, OAuthGrant
 from models.secrets import SecretBox, generate_key, require_box, rotate_stored_secrets
 from settings.model import MailboxAuth, MailboxSettings, OAuthProviderSettings, Settings
 
@@ -46,41 +46,37 @@ class MailboxRow:
 def mailbox_rows(
     settings: Settings, sessions: sessionmaker[Session], box: SecretBox | None, now: datetime
 ) -> list[MailboxRow]:
-    """Every mailbox (config file and database, paused ones too) with how it signs in and its state."""
+    """Every mailbox (config file and database, paused ones too) with how it signs in and its state (the
+    states are models.mailboxes.mailbox_overview's, worded for a terminal)."""
     with sessions() as session:
-        mailboxes = effective_mailboxes(session, settings.mailboxes, box=box, include_paused=True)
-        grants = {g.mailbox: g for g in session.scalars(select(OAuthGrant))}
-        statuses = {s.mailbox: s for s in session.scalars(select(MailboxStatus))}
-        paused = set(session.scalars(select(Mailbox.name).where(Mailbox.paused_at.is_not(None))))
-    rows = []
-    for mailbox in mailboxes:
-        grant = grants.get(mailbox.name)
-        status = statuses.get(mailbox.name)
-        if mailbox.name in paused:
-            state = "paused"
-        elif mailbox.auth is MailboxAuth.OAUTH and grant is None:
-            state = f"not connected: run `threadline mailbox connect {mailbox.name}`"
-        elif grant is not None and grant.state is GrantState.RECONNECT_NEEDED:
-            since = (
-                grant.reconnect_needed_at.isoformat(timespec="minutes") if grant.reconnect_needed_at else "?"
-            )
-            state = f"reconnect needed since {since} ({grant.reconnect_reason})"
-        elif status is not None and status.last_error:
-            state = f"error: {status.last_error.splitlines()[0][:120]}"
-        elif status is not None and status.last_success_at is not None:
-            state = f"ok, last sync {status.last_success_at.isoformat(timespec='minutes')}"
-        else:
-            state = "connected, not synced yet" if grant is not None else "not synced yet"
-        rows.append(
-            MailboxRow(
-                name=mailbox.name,
-                source=mailbox.source.value,
-                auth=mailbox.auth.value,
-                provider=mailbox.provider or "",
-                state=state,
-            )
+        overview = mailbox_overview(session, settings.mailboxes, box=box)
+    return [
+        MailboxRow(
+            name=item.name,
+            source=item.settings.source.value,
+            auth=item.settings.auth.value,
+            provider=item.settings.provider or "",
+            state=_state_line(item),
         )
-    return rows
+        for item in overview
+    ]
+
+
+def _state_line(item: MailboxOverview) -> str:
+    def minute(value: datetime | None) -> str:
+        return value.isoformat(timespec="minutes") if value is not None else "?"
+
+    if item.state is MailboxState.PAUSED:
+        return "paused"
+    if item.state is MailboxState.NOT_CONNECTED:
+        return f"not connected: run `threadline mailbox connect {item.name}`"
+    if item.state is MailboxState.RECONNECT_NEEDED:
+        return f"reconnect needed since {minute(item.reconnect_needed_at)} ({item.reconnect_reason})"
+    if item.state is MailboxState.ERROR:
+        return f"error: {(item.last_error or '').splitlines()[0][:120]}"
+    if item.state is MailboxState.OK:
+        return f"ok, last sync {minute(item.last_success_at)}"
+    return "connected, not synced yet" if item.connected else "not synced yet"
 
 
 def connect(

@@ -18,7 +18,15 @@ from admin import permissions
 from admin.context import db
 from admin.formatting import fmt_datetime
 from admin.views.base import AdminOnlyView, expose
-from models.schema import Activity, ActivityKind, FolderSyncState, MailboxStatus, QuarantinedMessage
+from models.schema import (
+    Activity,
+    ActivityKind,
+    FolderSyncState,
+    GrantState,
+    MailboxStatus,
+    OAuthGrant,
+    QuarantinedMessage,
+)
 
 LIST_LIMIT = 200
 
@@ -28,6 +36,12 @@ class SyncStatusView(AdminOnlyView):
     def index(self) -> str:
         session = db()
         mailboxes = session.scalars(select(MailboxStatus).order_by(MailboxStatus.mailbox)).all()
+        reconnect = {
+            g.mailbox: g
+            for g in session.scalars(
+                select(OAuthGrant).where(OAuthGrant.state == GrantState.RECONNECT_NEEDED)
+            )
+        }
         folders = session.scalars(
             select(FolderSyncState).order_by(FolderSyncState.mailbox, FolderSyncState.folder)
         ).all()
@@ -60,6 +74,7 @@ class SyncStatusView(AdminOnlyView):
         return self.page(
             "threadline/sync_status.html",
             mailboxes=mailboxes,
+            reconnect=reconnect,
             folders=folders,
             quarantine=quarantine,
             review=review,

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from admin.app import create_app
 from daemon.credentials import MailboxCredentials
 from models.mailboxes import MailboxFields, create_mailbox, mark_reconnect_needed
-from models.schema import GrantFlow, GrantState, Mailbox, Notification, OAuthGrant, Role, User
+from models.schema import GrantFlow, GrantState, Mailbox, MailboxStatus, Notification, OAuthGrant, Role, User
 from models.secrets import SecretBox, generate_key
 from settings import MailboxAuth, MailboxSettings, Secret, SecretsSettings
 from tests.admin.conftest import Browser, csrf_from, fresh, log_in, settings_for
@@ -176,6 +176,10 @@ def test_a_rep_connects_their_mailbox_and_sees_reconnect_needed(
         for n in session.scalars(select(Notification).where(Notification.kind == "reconnect_needed"))
     }
     assert owners == {people["rep"].id, people["admin"].id}  # the owner and the admins, not Otto
+    admin_browser = browser_for(app, people["admin"])
+    session.add(MailboxStatus(mailbox="rita-oauth", consecutive_failures=1, last_error="needs reconnecting"))
+    session.commit()
+    assert "Reconnect needed" in admin_browser.get("/admin/sync/").text
     home = rep.get("/", follow_redirects=True).text
     assert "Your mailbox <strong>rita-oauth</strong> needs reconnecting" in home
     assert "needs reconnecting" not in browser_for(app, people["other"]).get("/", follow_redirects=True).text
