@@ -42,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from models.contacts import find_company_by_domain, find_contact_by_email
+from models.contacts import find_company_by_domain, find_contact_by_email, request_relink
 from models.db import chunked
 from models.errors import DomainError, NotFoundError
 from models.schema import (
@@ -392,6 +392,11 @@ def merge_records(
     )
     session.expire(keep)
     activity = _record_on_timeline(session, plan, keep, now=now, by=by)
+    # KEEP gained addresses or domains: its earlier skipped mail is looked at again, like any other gain
+    if kind is MergeKind.CONTACT:
+        request_relink(session, addresses=added, now=now)
+    else:
+        request_relink(session, domains=added, now=now)
     return MergeResult(plan, activity.id, added)
 
 

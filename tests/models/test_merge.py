@@ -19,6 +19,7 @@ from models.schema import (
     ContactEmail,
     Deal,
     Notification,
+    RelinkRequest,
     Task,
     activity_contacts,
     deal_contacts,
@@ -121,6 +122,11 @@ def test_merging_contacts_moves_every_kind_of_row_and_fills_empty_fields(
     # the old id leads to the kept one
     assert kept_id_of(session, MergeKind.CONTACT, other.id) == keep.id
     assert result.added_keys == ("jane.doe@gmail.com", "jd@home.example")
+    # the kept contact's new addresses get their earlier skipped mail looked at again
+    assert set(session.scalars(select(RelinkRequest.address).where(RelinkRequest.requested_at == now))) >= {
+        "jane.doe@gmail.com",
+        "jd@home.example",
+    }
 
 
 def test_merging_companies_moves_domains_contacts_deals_and_activities(
@@ -158,6 +164,7 @@ def test_merging_companies_moves_domains_contacts_deals_and_activities(
     ).all()
     assert timeline == [ActivityKind.EMAIL, ActivityKind.NOTE, ActivityKind.MERGE]
     assert find_record(session, MergeKind.COMPANY, "acme-corp.example").id == keep.id
+    assert {"acme-corp.example", "acme.co.uk"} <= set(session.scalars(select(RelinkRequest.domain)))
 
 
 def test_redirects_follow_a_chain_of_merges_and_refuse_merging_twice(session, make_contact, now):
