@@ -134,8 +134,21 @@ def mailbox_families(snapshot: HealthSnapshot) -> Iterator[Metric]:
         "Seconds until the next attempt of a failing mailbox (0 when it is not backing off).",
         labels=labels,
     )
+    pass_seconds = GaugeMetricFamily(
+        "threadline_mailbox_last_pass_seconds",
+        "How long the daemon's last pass over the mailbox that fetched mail took; absent before one.",
+        labels=labels,
+    )
+    pass_messages = GaugeMetricFamily(
+        "threadline_mailbox_last_pass_messages",
+        "Messages that pass fetched; absent before one.",
+        labels=labels,
+    )
     for mailbox in snapshot.mailboxes:
         name = [mailbox.name]
+        if mailbox.last_pass_seconds is not None:
+            pass_seconds.add_metric(name, mailbox.last_pass_seconds)
+            pass_messages.add_metric(name, mailbox.last_pass_messages or 0)
         for each in MailboxState:
             state.add_metric([mailbox.name, each.value], float(mailbox.state is each))
         if mailbox.last_success_at is not None:
@@ -147,6 +160,7 @@ def mailbox_families(snapshot: HealthSnapshot) -> Iterator[Metric]:
         quarantined.add_metric(name, mailbox.quarantined)
         backoff.add_metric(name, mailbox.backoff_seconds(now))
     yield from (state, last_success, since_success, seen, logged, failures, quarantined, backoff)
+    yield from (pass_seconds, pass_messages)
     yield _gauge(
         "threadline_emails_needing_review",
         "Logged emails waiting for someone to choose their deal.",

@@ -49,6 +49,7 @@ from daemon.relink import RelinkResult, prune, relink_history
 from daemon.sync import MailboxConnections, SyncResult, sync_mailbox
 from daemon.workers import ParserPool
 from models.db import engine_of, transaction
+from models.health import record_pass
 from models.leases import record_idle
 from models.mailboxes import effective_mailboxes, grant_versions
 from models.schema import MailboxStatus
@@ -306,6 +307,8 @@ class Daemon:
             log.warning(result.summary())
         else:
             log.info(result.summary())
+            if result.new:
+                self._record_pass(result)
         return result
 
     def relink(self) -> RelinkResult | None:
@@ -339,6 +342,14 @@ class Daemon:
         if result.errors:
             log.warning("earlier mail: %s", result.summary())
         return result
+
+    def _record_pass(self, result: SyncResult) -> None:
+        """How long a pass that fetched mail took, for /metrics and status (best effort)."""
+        try:
+            with transaction(self.sessions) as session:
+                record_pass(session, result.mailbox, seconds=result.seconds, messages=result.new)
+        except SQLAlchemyError as exc:
+            log.debug("%s: cannot record the pass: %s", result.mailbox, exc)
 
     def _backoff_until(self, mailbox: MailboxSettings) -> datetime | None:
         with self.sessions() as session:

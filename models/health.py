@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
+from models.db import dialect_insert
 from models.leases import DaemonView, read_holders
 from models.notifications import KINDS
 from models.schema import (
@@ -82,6 +83,8 @@ class MailboxHealth:
     messages_seen: int
     messages_logged: int
     quarantined: int  # messages set aside and not resolved yet
+    last_pass_seconds: float | None = None  # the daemon's last pass that fetched mail took this long
+    last_pass_messages: int | None = None  # and fetched this many messages
     holder: DaemonView | None = None  # the live daemon syncing it now (models.leases)
     idle_connected: bool = False  # its holder's IDLE connection is up (new mail arrives at once)
 
@@ -216,6 +219,8 @@ def mailbox_health(
                 messages_seen=int(folder.seen) if folder else 0,
                 messages_logged=int(folder.logged) if folder else 0,
                 quarantined=int(quarantined.get(name, 0)),
+                last_pass_seconds=status.last_pass_seconds if status else None,
+                last_pass_messages=status.last_pass_messages if status else None,
             )
         )
     return result
@@ -266,3 +271,10 @@ def alert_delivery(session: Session) -> AlertDelivery:
             or 0
         ),
     )
+
+
+def record_pass(session: Session, mailbox: str, *, seconds: float, messages: int) -> None:
+    """The daemon's pass over `mailbox` fetched `messages` in `seconds` (for /metrics and status)."""
+    values = {"last_pass_seconds": seconds, "last_pass_messages": messages}
+    insert = dialect_insert(session)(MailboxStatus).values(mailbox=mailbox, consecutive_failures=0, **values)
+    session.execute(insert.on_conflict_do_update(index_elements=["mailbox"], set_=values))

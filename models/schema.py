@@ -529,6 +529,9 @@ class MailboxStatus(Base):
     # the daemon (daemons.id) whose IDLE on this mailbox is connected now, and since when (models.leases)
     idle_daemon_id: Mapped[int | None] = mapped_column(Integer)
     idle_since: Mapped[datetime | None]
+    # the daemon's last pass that fetched mail: how long it took and how many messages it fetched
+    last_pass_seconds: Mapped[float | None] = mapped_column(Float)
+    last_pass_messages: Mapped[int | None] = mapped_column(Integer)
 
 
 class FolderSyncState(Base):

@@ -61,6 +61,8 @@ def as_dict(snapshot: HealthSnapshot) -> dict[str, Any]:
                 "last_error": m.last_error,
                 "quarantined": m.quarantined,
                 "next_attempt_at": _iso(m.next_attempt_at) if m.backoff_seconds(now) else None,
+                "last_pass_seconds": m.last_pass_seconds,
+                "last_pass_messages": m.last_pass_messages,
                 "holder": m.holder.label if m.holder is not None else None,
                 "idle_connected": m.idle_connected,
             }

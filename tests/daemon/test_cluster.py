@@ -135,6 +135,10 @@ def test_three_daemons_share_mailboxes_one_holder_each_and_survive_kill_and_lost
         name, holder = mailbox["name"], mailbox["holder"]
         assert samples[("threadline_mailbox_lease_holder", (("daemon", holder), ("mailbox", name)))] == 1
         assert samples[("threadline_mailbox_idle_connected", (("mailbox", name),))] == 1
+        # the pass that fetched its first message: how long it took and how much it fetched
+        assert samples[("threadline_mailbox_last_pass_seconds", (("mailbox", name),))] > 0
+        assert samples[("threadline_mailbox_last_pass_messages", (("mailbox", name),))] == 1
+        assert mailbox["last_pass_messages"] == 1
     for label, pid in by_label.items():
         key = (("daemon", label), ("host", label.split(":")[0]), ("pid", str(pid)))
         assert samples[("threadline_daemon_up", key)] == 1
