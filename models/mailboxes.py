@@ -65,6 +65,7 @@ __all__ = [
     "reconnect_needed_of",
     "remove_mailbox",
     "resume_mailbox",
+    "set_sharing",
     "store_grant",
     "update_grant_tokens",
     "update_mailbox",
@@ -187,6 +188,15 @@ def pause_mailbox(session: Session, name: str, *, now: datetime) -> Mailbox:
     mailbox = _get(session, name)
     if mailbox.paused_at is None:
         mailbox.paused_at = now
+        mailbox.updated_at = now
+    return mailbox
+
+
+def set_sharing(session: Session, name: str, sharing: Sharing, *, now: datetime) -> Mailbox:
+    """Make a stored mailbox shared or private (its owner chooses when connecting it; admins in the form)."""
+    mailbox = _get(session, name)
+    if mailbox.sharing is not sharing:
+        mailbox.sharing = sharing
         mailbox.updated_at = now
     return mailbox
 

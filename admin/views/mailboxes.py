@@ -32,6 +32,7 @@ from models.mailboxes import (
     reconnect_needed_of,
     remove_mailbox,
     resume_mailbox,
+    set_sharing,
     update_mailbox,
 )
 from models.schema import Mailbox, User
@@ -176,6 +177,10 @@ class MailboxesView(GuardedView):
         if flows is None:
             flash(f"Connect it from the server: threadline mailbox connect {name}", "error")
             return redirect(url_for(".index"))
+        chosen = request.form.get("sharing", "")
+        shareable = chosen in (Sharing.SHARED.value, Sharing.PRIVATE.value) and not self._read_only(name)
+        if shareable and commit(lambda s: set_sharing(s, name, Sharing(chosen), now=now())) is None:
+            return redirect(url_for(".index"))
         try:
             pending = flows.begin(mailbox, url_for(".callback", _external=True))
         except DomainError as exc:
@@ -211,6 +216,10 @@ class MailboxesView(GuardedView):
         if settings_.auth is not MailboxAuth.OAUTH:
             return False
         return permissions.is_admin() or settings_.owner == permissions.user().email
+
+    @staticmethod
+    def _read_only(name: str) -> bool:
+        return name in {m.name for m in settings().mailboxes}
 
     @staticmethod
     def _require_admin() -> None:

@@ -18,7 +18,7 @@ from daemon.credentials import MailboxCredentials
 from models.mailboxes import MailboxFields, create_mailbox, mark_reconnect_needed
 from models.schema import GrantFlow, GrantState, Mailbox, MailboxStatus, Notification, OAuthGrant, Role, User
 from models.secrets import SecretBox, generate_key
-from settings import MailboxAuth, MailboxSettings, Secret, SecretsSettings
+from settings import MailboxAuth, MailboxSettings, Secret, SecretsSettings, Sharing
 from tests.admin.conftest import Browser, csrf_from, fresh, log_in, settings_for
 from tests.fixtures.database import TestDatabase
 from tests.fixtures.factories import NOW
@@ -151,7 +151,8 @@ def test_a_rep_connects_their_mailbox_and_sees_reconnect_needed(
     session.commit()
     rep = browser_for(app, people["rep"])
     assert "Connect mailbox" in rep.get("/admin/mailboxes/").text
-    start = rep.post("/admin/mailboxes/rita-oauth/connect")
+    assert 'name="sharing"' in rep.get("/admin/mailboxes/").text  # the choice is shown when connecting
+    start = rep.post("/admin/mailboxes/rita-oauth/connect", data={"sharing": "private"})
     assert start.status_code == 302 and start.location.startswith(oauth_server.url("/authorize"))
     assert "code_challenge_method=S256" in start.location
     back = oauth_server.approve(start.location, "rita")
@@ -162,6 +163,8 @@ def test_a_rep_connects_their_mailbox_and_sees_reconnect_needed(
     assert (
         grant is not None and grant.state is GrantState.ACTIVE and grant.flow is GrantFlow.AUTHORIZATION_CODE
     )
+    stored = session.scalar(select(Mailbox).where(Mailbox.name == "rita-oauth"))
+    assert stored is not None and stored.sharing is Sharing.PRIVATE
     assert (
         rep.get(back.replace("http://localhost", ""), follow_redirects=True).text.count("not started here")
         == 1
