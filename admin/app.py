@@ -47,6 +47,7 @@ from admin.views.search import SearchView
 from admin.views.syncstatus import SyncStatusView
 from admin.views.tasks import TaskView
 from admin.views.users import UserView
+from admin.views.webhooks import WebhooksView
 from models.db import make_engine, make_sessionmaker
 from models.schema import Activity, Company, Contact, Deal, Task, User
 from settings import Settings
@@ -193,6 +194,11 @@ def add_views(admin: Admin, db_session: context.RequestSession) -> None:
     )
     admin.add_view(
         ApiKeysView(name="API keys", endpoint="apikeys", url="/admin/api-keys", category="Settings")
+    )
+    admin.add_view(
+        WebhooksView(
+            name="Webhooks", endpoint="webhook_subscriptions", url="/admin/webhooks", category="Settings"
+        )
     )
 
 

@@ -47,6 +47,7 @@ from daemon.leases import open_leases, singleton
 from daemon.matching import Team
 from daemon.relink import RelinkResult, prune, relink_history
 from daemon.sync import MailboxConnections, SyncResult, sync_mailbox
+from daemon.webhooks import WebhookSender
 from daemon.workers import ParserPool
 from models.db import engine_of, transaction
 from models.health import record_pass
@@ -57,6 +58,9 @@ from models.secrets import secret_box
 from settings import MailboxSettings, Settings
 
 log = logging.getLogger("threadline.daemon")
+
+WEBHOOK_EXECUTOR = "webhooks"
+WEBHOOK_POLL_SECONDS = 2.0
 
 # Servers drop an IDLE after 30 minutes (RFC 2177); renew comfortably before that.
 IDLE_RENEW_SECONDS = 25 * 60
@@ -125,6 +129,7 @@ class Daemon:
         self._reload_lock = threading.Lock()
         # the mailboxes there are (last reload), by name; the leases pick this daemon's share of them
         self._wanted: dict[str, tuple[MailboxSettings, datetime | None]] = {}
+        self.webhooks = WebhookSender(sessions, settings.api, self.box, now_fn=now_fn)
         self.leases = open_leases(
             engine_of(sessions),
             wanted=lambda: list(self._wanted),
@@ -159,6 +164,16 @@ class Daemon:
             id="relink",
             name="link earlier mail",
         )
+        # webhook delivery: its own executor and its own HTTP threads, so slow receivers never slow a sync
+        self.scheduler.add_executor(ThreadPoolExecutor(1), WEBHOOK_EXECUTOR)
+        self.scheduler.add_job(
+            self.webhooks.run_until_idle,
+            IntervalTrigger(seconds=WEBHOOK_POLL_SECONDS, timezone=UTC),
+            args=[self.stop],
+            id="webhooks",
+            name="deliver webhooks",
+            executor=WEBHOOK_EXECUTOR,
+        )
         if self.with_alerts and self.settings.alerts.enabled:
             from daemon.alerts import schedule_alerts
 
@@ -179,6 +194,7 @@ class Daemon:
         for mailbox in running:
             mailbox.connections.close()
         self.parser.close()
+        self.webhooks.close()
         for mailbox in running:
             if mailbox.watcher is not None:
                 mailbox.watcher.join(timeout=1.0)

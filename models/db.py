@@ -61,7 +61,12 @@ def _sqlite_on_begin(connection: Any) -> None:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    """Sessions that write the webhook outbox with every change worth an event (models.webhooks)."""
+    from models.webhooks import watch_sessions  # it imports this module
+
+    factory = sessionmaker(bind=engine, expire_on_commit=False)
+    watch_sessions(factory)
+    return factory
 
 
 def engine_of(sessions: sessionmaker[Session]) -> Engine:

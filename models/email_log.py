@@ -81,6 +81,7 @@ from models.schema import (
     activity_contacts,
     deal_contacts,
 )
+from models.webhooks import announce_activities
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +345,10 @@ def record_emails(
     }
     if bounced:
         mark_bounced(session, bounced)
+    # activity.logged for webhook subscribers, in this batch's transaction (nothing when nobody listens)
+    announce_activities(
+        session, [o.activity_id for o in outcomes if o.outcome is Outcome.LOGGED and o.activity_id], now=now
+    )
     return Recorded(outcomes, made.found)
 
 

@@ -21,7 +21,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from models.schema import Mailbox, OAuthGrant
+from models.schema import Mailbox, OAuthGrant, WebhookSubscription
 from settings.model import ConfigError, SecretsSettings
 
 __all__ = [
@@ -41,6 +41,7 @@ ENCRYPTED_COLUMNS: tuple[InstrumentedAttribute[str | None], ...] = (
     Mailbox.password_encrypted,
     OAuthGrant.refresh_token_encrypted,
     OAuthGrant.access_token_encrypted,
+    WebhookSubscription.secret_encrypted,
 )
 
 _HOW_TO_SET = "set [secrets] key_env (an environment variable) or key_file to the key"

@@ -18,7 +18,7 @@ from flask_smorest import Api
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
-from admin.api import activities, contacts, deals
+from admin.api import activities, contacts, deals, webhooks
 from admin.api.auth import RateLimiter, authenticate
 from admin.api.problems import ApiProblem, ProblemSchema, from_http_exception
 from admin.auth import login_redirect
@@ -36,6 +36,7 @@ BLUEPRINTS = (
     deals.users,
     activities.activities,
     activities.tasks,
+    webhooks.webhooks,
 )
 PUBLIC_BLUEPRINTS: tuple[Any, ...] = ()
 LIMITER_EXTENSION = "threadline_api_limiter"

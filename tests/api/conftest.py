@@ -15,6 +15,7 @@ from models.apikeys import create_api_key
 from models.schema import User
 from tests.admin.conftest import app, csrf_from, fresh, log_in, login, make_email, settings_for  # noqa: F401
 from tests.fixtures.factories import NOW
+from tests.fixtures.receiver import receiver  # noqa: F401 (fixture)
 
 
 @dataclass
