@@ -767,6 +767,8 @@ class RelinkRequest(Base):
     address: Mapped[str | None] = mapped_column(String(320))
     domain: Mapped[str | None] = mapped_column(String(253))
     requested_at: Mapped[datetime]
+
+
 class WebhookSubscription(Base):
     """A receiver of events (REST-hook style: made in the panel or with POST /api/v1/webhooks). Its signing
     secret is stored encrypted (models.secrets); a subscription whose deliveries failed for the whole retry
