@@ -48,6 +48,7 @@ from admin.views.syncstatus import SyncStatusView
 from admin.views.tasks import TaskView
 from admin.views.users import UserView
 from admin.views.webhooks import WebhooksView
+from admin.words import label
 from models.db import make_engine, make_sessionmaker
 from models.schema import Activity, Company, Contact, Deal, Task, User
 from settings import Settings
@@ -150,7 +151,11 @@ def create_app(
                 session.connection(execution_options={"sqlite_immediate": True})
 
     app.context_processor(
-        lambda: {"unread_notifications": unread_notifications, "reconnect_needed": reconnect_needed}
+        lambda: {
+            "unread_notifications": unread_notifications,
+            "reconnect_needed": reconnect_needed,
+            "label": label,
+        }
     )
 
     @app.route("/")

@@ -10,6 +10,7 @@ from flask_admin.contrib.sqla.filters import BooleanEqualFilter, FilterLike, Int
 from admin import permissions
 from admin.views.base import ThreadlineModelView, owner_name, related_link
 from admin.views.filters import EnumValueFilter, UTCDateBetweenFilter, user_options
+from admin.words import label
 from models.schema import Activity, ActivityKind, Direction
 
 
@@ -27,8 +28,8 @@ class ActivityView(ThreadlineModelView):
         UTCDateBetweenFilter(Activity.occurred_at, "Occurred"),
     )
     column_formatters = {
-        "kind": lambda v, c, m, n: m.kind.value,
-        "direction": lambda v, c, m, n: m.direction.value if m.direction else "",
+        "kind": lambda v, c, m, n: label(m.kind),
+        "direction": lambda v, c, m, n: label(m.direction),
         "author": owner_name,
         "company": related_link("records.company", "company", "name"),
         "deal": related_link("records.deal", "deal", "title"),

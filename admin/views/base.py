@@ -30,6 +30,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from admin import auth, permissions
 from admin.context import db, now
 from admin.formatting import fmt_datetime, fmt_money
+from admin.words import humanize
 from models.errors import DomainError
 from models.ownership import reassign_owner
 from models.schema import User
@@ -167,6 +168,13 @@ class ThreadlineModelView(LoginRequired, ModelView):  # type: ignore[misc]
 
     def row_writable(self, model: Any) -> bool:
         return permissions.can_write(model)
+
+    # labels from column names in people's words: "last_activity_at" -> "Last activity" (lists and forms)
+    def _prettify_name(self, name: str) -> str:
+        return humanize(name)
+
+    def prettify_name(self, name: str) -> str:
+        return humanize(name)
 
     def _get_filter_groups(self) -> Any:
         # option lists (users, stages, pipelines) change while the app runs: fresh options per request,

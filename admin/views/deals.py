@@ -24,6 +24,7 @@ from admin.views.filters import (
     stage_options,
     user_options,
 )
+from admin.words import label
 from models.deals import create_deal, default_pipeline, parse_money
 from models.errors import DomainError
 from models.money import DEFAULT_CURRENCY, normalize_currency
@@ -82,7 +83,7 @@ class DealView(ThreadlineModelView):
         "company": lambda v, c, m, n: m.company.name if m.company else "",
         "owner": owner_name,
         "stage": lambda v, c, m, n: f"{m.pipeline.name} / {m.stage.name}",
-        "status": lambda v, c, m, n: m.status.value,
+        "status": lambda v, c, m, n: label(m.status),
     }
     column_formatters_export = {
         "stage": lambda v, c, m, n: m.stage.name,
@@ -90,6 +91,7 @@ class DealView(ThreadlineModelView):
         "company": lambda v, c, m, n: m.company.name if m.company else "",
         "owner": lambda v, c, m, n: m.owner.email if m.owner else "",
     }
+    column_labels = {"alerts_muted": "No alerts for this deal", "expected_close_on": "Expected close"}
     form_columns = (
         "title",
         "value",

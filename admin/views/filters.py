@@ -16,6 +16,7 @@ from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
 from admin.context import db, team_tz
+from admin.words import label
 from models.schema import Pipeline, Stage, User
 
 
@@ -34,7 +35,7 @@ class UTCDateBetweenFilter(DateBetweenFilter):  # type: ignore[misc]
 class EnumValueFilter(FilterEqual):  # type: ignore[misc]
     def __init__(self, column: Any, name: str, enum_class: Any) -> None:
         self.enum_class = enum_class
-        super().__init__(column, name, options=[(m.value, m.value.title()) for m in enum_class])
+        super().__init__(column, name, options=[(m.value, label(m)) for m in enum_class])
 
     def clean(self, value: str) -> Any:
         return self.enum_class(value)

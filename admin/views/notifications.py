@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from admin import permissions
 from admin.context import db, now
-from admin.formatting import fmt_datetime
+from admin.formatting import fmt_datetime, relative
 from admin.views.base import GuardedView, expose
 from models.notifications import mark_read, unread_count
 from models.schema import Notification
@@ -49,7 +49,9 @@ class NotificationsView(GuardedView):
             )
             .all()
         )
-        return self.page("threadline/notifications.html", rows=rows, fmt_datetime=fmt_datetime)
+        return self.page(
+            "threadline/notifications.html", rows=rows, fmt_datetime=fmt_datetime, relative=relative
+        )
 
     @expose("/read", methods=("POST",))
     def mark_read(self) -> BaseResponse:

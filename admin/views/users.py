@@ -18,6 +18,7 @@ from admin import auth, permissions
 from admin.context import now
 from admin.views.base import AdminModelView, commit
 from admin.views.filters import EnumValueFilter, choices
+from admin.words import label
 from models.schema import Role, User
 from models.users import create_user, update_user
 
@@ -27,10 +28,10 @@ class UserView(AdminModelView):
     column_searchable_list = ("email", "name")
     column_exclude_list = ("password_hash", "session_version")
     column_filters = (EnumValueFilter(User.role, "Role", Role), BooleanEqualFilter(User.active, "Active"))
-    column_formatters = {"role": lambda v, c, m, n: m.role.value}
+    column_formatters = {"role": lambda v, c, m, n: label(m.role)}
     form_columns = ("email", "name", "role", "new_password", "active", "alerts_enabled")
     form_overrides = {"role": fields.SelectField}
-    form_args = {"role": {"choices": choices([(r.value, r.value) for r in Role]), "coerce": str}}
+    form_args = {"role": {"choices": choices([(r.value, label(r)) for r in Role]), "coerce": str}}
     form_extra_fields = {
         "new_password": fields.PasswordField(
             "Password", description="at least 8 characters; leave empty to keep the current one"

@@ -132,7 +132,7 @@ def test_manager_reassigns_owners_in_bulk(app, session, make_user, make_deal, lo
     )
     assert step.status_code == 302 and "/admin/deal/reassign/" in step.headers["Location"]
     page = manager.get(step.headers["Location"])
-    assert "Reassign 2 record(s)" in page.text
+    assert "Reassign 2 records" in page.text
     done = manager.post("/admin/deal/reassign/", {"ids": ",".join(ids), "owner_id": str(new.id)})
     assert done.status_code == 302
     fresh(session)

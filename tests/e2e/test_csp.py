@@ -53,7 +53,7 @@ def test_the_panel_works_under_its_content_security_policy(live_server, browser_
     page.click("text=With selected")
     page.click("a[data-tl-action='reassign']")
     page.wait_for_url(re.compile(r".*/admin/deal/reassign/\?ids=\d+$"))
-    expect(page.locator("h2")).to_have_text("Reassign 1 record(s)")
+    expect(page.locator("h2")).to_have_text("Reassign 1 record")
 
     # the delete button asks first: dismissed, nothing is deleted; accepted, the deal is gone
     page.goto(f"{base}/admin/deal/")
