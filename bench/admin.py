@@ -199,6 +199,8 @@ def bench_pages(
         ("page: deal list", "/admin/deal/"),
         ("page: board", f"/admin/board/?pipeline={result.pipeline_id}"),
         ("page: dashboard", "/admin/"),
+        ("page: dashboard, this year", "/admin/?period=year"),
+        ("page: pipeline editor", "/admin/pipelines/"),
         ("page: team day", "/admin/day/?team=1"),
         ("page: planned activities", "/admin/task/"),
         ("page: a deal", f"/admin/records/deal/{_open_deal_id(sessions)}"),
@@ -213,7 +215,9 @@ def bench_pages(
     ]
     timings = []
     for name, path, who in [(n, p, client) for n, p in pages] + [
-        ("page: my day (rep)", "/admin/day/", rep_client)
+        ("page: my day (rep)", "/admin/day/", rep_client),
+        ("page: board (rep, own deals)", f"/admin/board/?pipeline={result.pipeline_id}", rep_client),
+        ("page: dashboard (rep)", "/admin/", rep_client),
     ]:
         status: list[int] = []
 

@@ -339,12 +339,15 @@ def dashboard(
     default_stall_days: int,
     pipeline_id: int | None = None,
     owner_id: int | None = None,
+    recent: bool = True,
 ) -> Dashboard:
     """The sales dashboard's numbers (see Dashboard's fields for each definition).
 
     `tz` (an IANA name, e.g. the team's timezone) decides today's date and the month buckets of the forecast.
     `pipeline_id` restricts deal figures to one pipeline; `owner_id` restricts deal figures to that owner's
-    deals, activities to that author and new contacts to that owner. Raises DomainError for an unknown tz.
+    deals, activities to that author and new contacts to that owner. `recent=False` leaves out the fixed
+    90-day win rate, deal size and cycle and the 30-day activities (empty or zero) for callers that show a
+    period's figures instead (`performance`). Raises DomainError for an unknown tz.
     """
     try:
         zone = ZoneInfo(tz)
@@ -396,10 +399,14 @@ def dashboard(
         )
 
     forecast = _forecast([row[1:] for row in open_rows], today=now.astimezone(zone).date())
-    closed = _closed(session, scope=scope, since=now - timedelta(days=WIN_RATE_DAYS))
-    activities, kinds = _activities_by_rep(
-        session, since=now - timedelta(days=ACTIVITY_DAYS), now=now, author_id=owner_id
-    )
+    if recent:
+        closed = _closed(session, scope=scope, since=now - timedelta(days=WIN_RATE_DAYS))
+        activities, kinds = _activities_by_rep(
+            session, since=now - timedelta(days=ACTIVITY_DAYS), now=now, author_id=owner_id
+        )
+    else:
+        closed = _Closed(WinRate(0, 0), WinRate(0, 0), {}, None)
+        activities, kinds = [], list(ActivityKind)
     stalled = stalled_deals(
         session,
         now=now,

@@ -138,6 +138,7 @@ class DashboardView(GuardedIndexView):
             default_stall_days=config.alerts.stall_days,
             pipeline_id=pipeline_id,
             owner_id=owner_id,
+            recent=False,  # the period's figures come from performance()
         )
         result = performance(
             session, period=period, tz=config.team.timezone, pipeline_id=pipeline_id, owner_id=owner_id
