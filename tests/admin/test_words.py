@@ -19,6 +19,7 @@ ENUM_VALUES = (
     "|stalled|stalled_deal|overdue_task|waiting_lead|browser|device|app|password|oauth2|ssl|starttls|none|in|out"
 )
 HIDDEN_DATA = re.compile(r"<div[^>]*id=\"(?:filter-groups-data|active-filters-data)\"[^>]*>.*?</div>", re.S)
+CODE = re.compile(r"<code\b[^>]*>.*?</code>", re.S)
 OPTION = re.compile(r"<option\b[^>]*>.*?</option>", re.S)
 PLACEHOLDER = re.compile(r">\s*(None|Empty|null|nan)\s*<")
 PROBLEMS = {
@@ -37,6 +38,7 @@ def visible_text(page: str) -> str:
     body = SCRIPT_OR_STYLE.sub(" ", body)
     body = HIDDEN_DATA.sub(" ", body)
     body = OPTION.sub(" ", body)
+    body = CODE.sub(" ", body)  # configuration keys written as code ([api] webhook_retry_hours) are meant
     return htmllib.unescape(TAG.sub(" ", body))
 
 
