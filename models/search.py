@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, inspect, or_, select, text
+from sqlalchemy import ColumnElement, Select, and_, func, inspect, or_, select, text, union
 from sqlalchemy.orm import Session
 
 from models.schema import Company, CompanyDomain, Contact, ContactEmail, Deal, DealStatus
@@ -154,12 +154,18 @@ class _Kind:
             return _first_ids(session, select(self.key).where(self._starts_with(session, q)))
         if indexed and _is_sqlite(session):
             return _fts_ids(session, self.fts, f"%{q}%")
+        # one SELECT per column, each served by its own trigram index (an OR of them is a sequential scan)
         pattern = f"%{q}%"
-        matches = [column.ilike(pattern) for column in (self.name, *self.columns)]
+        parts = [
+            select(self.key.label("id")).where(column.ilike(pattern)).limit(CANDIDATES)
+            for column in (self.name, *self.columns)
+        ]
         if self.child is not None and self.child_parent is not None:
-            children = select(self.child_parent).where(self.child.ilike(pattern)).limit(CANDIDATES)
-            matches.append(self.key.in_(children))
-        return _first_ids(session, select(self.key).where(or_(*matches)))
+            parts.append(
+                select(self.child_parent.label("id")).where(self.child.ilike(pattern)).limit(CANDIDATES)
+            )
+        found = union(*(part.subquery().select() for part in parts)).subquery()
+        return _first_ids(session, select(found.c.id))
 
     def _starts_with(self, session: Session, q: str) -> ColumnElement[bool]:
         """Names starting with `q`, through an index: on PostgreSQL the trigram index serves ILIKE 'q%'; on
