@@ -23,7 +23,7 @@ from daemon.parsing.snippet import make_snippet
 from models.messages import Address, Email
 from settings import MatchingSettings
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
 
 def message_bytes(

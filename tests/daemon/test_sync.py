@@ -42,7 +42,7 @@ from tests.fixtures.database import TestDatabase
 from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.factories import NOW, stage_named
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 
 
 @pytest.fixture
