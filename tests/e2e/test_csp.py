@@ -91,6 +91,6 @@ def test_the_panel_works_under_its_content_security_policy(live_server, browser_
     expect(page.locator("#tl-error h1")).to_have_text("Not found")
     page.screenshot(path=str(OUTPUT_DIR / "not-found.png"), full_page=True)
     page.click("#tl-error-back")
-    page.wait_for_url(f"{base}/admin/")
+    page.wait_for_url(lambda url: url.startswith(f"{base}/admin/"))  # my day or the page asked for
 
     assert violations == []
