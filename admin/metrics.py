@@ -119,6 +119,12 @@ def mailbox_families(snapshot: HealthSnapshot) -> Iterator[Metric]:
         "Messages from the mailbox filed in the CRM (new activities and copies of known ones).",
         labels=labels,
     )
+    waiting = GaugeMetricFamily(
+        "threadline_mailbox_messages_waiting",
+        "Messages above the sync cursor at the last poll, summed over the mailbox's folders: on the server "
+        "but not yet fetched and handled (0 once a poll handled them all).",
+        labels=labels,
+    )
     failures = GaugeMetricFamily(
         "threadline_mailbox_consecutive_failures",
         "Failed sync attempts in a row (0 when the last attempt worked).",
@@ -156,10 +162,11 @@ def mailbox_families(snapshot: HealthSnapshot) -> Iterator[Metric]:
             since_success.add_metric(name, mailbox.seconds_since_success(now) or 0.0)
         seen.add_metric(name, mailbox.messages_seen)
         logged.add_metric(name, mailbox.messages_logged)
+        waiting.add_metric(name, mailbox.messages_waiting)
         failures.add_metric(name, mailbox.consecutive_failures)
         quarantined.add_metric(name, mailbox.quarantined)
         backoff.add_metric(name, mailbox.backoff_seconds(now))
-    yield from (state, last_success, since_success, seen, logged, failures, quarantined, backoff)
+    yield from (state, last_success, since_success, seen, logged, waiting, failures, quarantined, backoff)
     yield from (pass_seconds, pass_messages)
     yield _gauge(
         "threadline_emails_needing_review",

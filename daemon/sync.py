@@ -423,6 +423,9 @@ def sync_folder(
         )  # fmt: skip
         last_uid = 0
     uids = imap.search_uids_from(last_uid + 1)
+    if len(uids) > pipeline.matching.batch_size:  # a backlog shows as waiting before its first batch commits
+        with transaction(pipeline.sessions) as session:
+            _folder_state(session, name, folder).messages_waiting = len(uids)
 
     def batches() -> Iterator[tuple[list[int], Cursor]]:
         size = pipeline.matching.batch_size
@@ -431,7 +434,8 @@ def sync_folder(
             done = start + size >= len(uids)
             # once every found UID is handled, everything below UIDNEXT is too (expunged mail included)
             last = max(batch[-1], selected.uidnext - 1) if done else batch[-1]
-            yield batch, Cursor(uidvalidity, last, selected.uidnext, selected.highestmodseq)
+            waiting = len(uids) - start - len(batch)
+            yield batch, Cursor(uidvalidity, last, selected.uidnext, selected.highestmodseq, waiting)
 
     try:
         pipeline.run(folder, uidvalidity, batches(), imap)
@@ -453,6 +457,7 @@ class Cursor:
     last_uid: int
     uidnext: int | None = None
     highestmodseq: int | None = None
+    waiting: int = 0  # messages above this cursor that the poll found (models.health: "messages waiting")
 
 
 class Action(enum.Enum):
@@ -987,6 +992,7 @@ class Pipeline:
         state.last_uid = max(state.last_uid or 0, cursor.last_uid)
         state.uidnext = cursor.uidnext
         state.highestmodseq = cursor.highestmodseq
+        state.messages_waiting = cursor.waiting
         state.messages_seen = (state.messages_seen or 0) + seen
         state.messages_logged = (state.messages_logged or 0) + logged
         state.last_success_at = now

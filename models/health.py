@@ -87,6 +87,9 @@ class MailboxHealth:
     last_pass_messages: int | None = None  # and fetched this many messages
     holder: DaemonView | None = None  # the live daemon syncing it now (models.leases)
     idle_connected: bool = False  # its holder's IDLE connection is up (new mail arrives at once)
+    # messages the server held above the sync cursor of the mailbox's folders at their last poll: found but
+    # not yet handled (a backlog, or a poll that stopped between batches); 0 once a poll handled them all
+    messages_waiting: int = 0
 
     def seconds_since_success(self, now: datetime) -> float | None:
         if self.last_success_at is None:
@@ -171,6 +174,7 @@ def mailbox_health(
                 FolderSyncState.mailbox,
                 func.coalesce(func.sum(FolderSyncState.messages_seen), 0).label("seen"),
                 func.coalesce(func.sum(FolderSyncState.messages_logged), 0).label("logged"),
+                func.coalesce(func.sum(FolderSyncState.messages_waiting), 0).label("waiting"),
                 func.max(FolderSyncState.last_success_at).label("last_success_at"),
             ).group_by(FolderSyncState.mailbox)
         )
@@ -218,6 +222,7 @@ def mailbox_health(
                 next_attempt_at=status.next_attempt_at if status else None,
                 messages_seen=int(folder.seen) if folder else 0,
                 messages_logged=int(folder.logged) if folder else 0,
+                messages_waiting=int(folder.waiting) if folder else 0,
                 quarantined=int(quarantined.get(name, 0)),
                 last_pass_seconds=status.last_pass_seconds if status else None,
                 last_pass_messages=status.last_pass_messages if status else None,

@@ -552,6 +552,8 @@ class FolderSyncState(Base):
     last_success_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None]
+    # UIDs above the cursor at the last poll that committed (0 once all are handled; NULL before any poll)
+    messages_waiting: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class SeenMessage(Base):

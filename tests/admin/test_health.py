@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from admin.app import create_app
+from daemon.imap import ImapSession
+from daemon.matching import Team as MatchingTeam
+from daemon.sync import sync_mailbox
 from models import migrate
 from models.db import make_engine, make_sessionmaker
 from settings import MetricsSettings, Secret, Settings
 from tests.admin.conftest import settings_for
 from tests.fixtures.database import TestDatabase
+from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.operations import *  # noqa: F403
-from tests.fixtures.operations import Team
+from tests.fixtures.operations import Team, _message
+from threadline.cli import main
 
 TOKEN = "scrape-token-0123456789abcdef"
 NOBODY_LISTENS = "postgresql+psycopg://postgres@127.0.0.1:9/threadline"
@@ -162,3 +171,45 @@ def test_metrics_survive_a_database_outage(unreachable_app: Flask) -> None:
     assert value(samples, "threadline_database_up") == 0
     assert not any(name.startswith("threadline_mailbox_") for name, _ in samples)
     assert value(samples, "process_resident_memory_bytes") > 0
+
+
+def test_messages_waiting_counts_what_a_stopped_poll_left_above_the_cursor(
+    team_database: Team, dovecot: DovecotServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    team = team_database
+    to = team.good.address or ""
+    now = datetime.now(UTC)
+    new = [_message(f"P{n} <p{n}@new{n}.example>", to, f"Ask {n}", when=now) for n in range(7)]
+    dovecot.append(team.good.username, "INBOX", new)
+    stop = threading.Event()
+
+    class StopsAfterOneBatch(ImapSession):
+        def fetch_messages(self, uids: Any) -> Any:
+            stop.set()
+            return super().fetch_messages(uids)
+
+    def poll(**kwargs: Any) -> None:
+        matching = replace(team.settings.matching, batch_size=2)
+        mailboxes = MatchingTeam.of(team.settings.team, [team.good])
+        result = sync_mailbox(
+            team.good, team.db.sessions, matching=matching, team=mailboxes,
+            now_fn=lambda: datetime.now(UTC), **kwargs,
+        )  # fmt: skip
+        assert result.error is None, result
+
+    def seen_by_a_user() -> tuple[float, int, str]:
+        settings = with_metrics(replace(settings_for(team.db.url), mailboxes=(team.good, team.bad)))
+        samples = scrape(create_app(settings, team.db.sessions))[2]
+        metric = value(samples, "threadline_mailbox_messages_waiting", mailbox="sales")
+        capsys.readouterr()
+        main(["--config", str(team.config), "status", "--json"])
+        as_json = json.loads(capsys.readouterr().out)["mailboxes"][0]["messages_waiting"]
+        main(["--config", str(team.config), "status"])
+        sales = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("sales"))
+        return metric, as_json, sales.split("│")[5].strip()
+
+    assert seen_by_a_user() == (0, 0, "0")  # the fixture's poll handled all it found
+    poll(stop=stop, imap_factory=StopsAfterOneBatch)  # one batch of 2 of the 7 new messages, then stopped
+    assert seen_by_a_user() == (5, 5, "5")
+    poll()
+    assert seen_by_a_user() == (0, 0, "0")

@@ -37,7 +37,7 @@ def test_table_and_json_show_each_mailbox_and_exit_1_while_one_is_failing(
     sales = next(line for line in lines if line.startswith("sales"))
     support = next(line for line in lines if line.startswith("support"))
     assert "ok" in sales and f" {team_database.logged} " in f" {sales} "
-    assert " 1 " in sales.split("│")[6] + " "  # one message in quarantine
+    assert " 1 " in sales.split("│")[7] + " "  # one message in quarantine
     assert "failing" in support and "1 failure: " in support and "login refused" in support
     assert "(in " in support  # the backoff's next attempt
     assert "not-the-password" not in result.out
