@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,7 @@ from settings.model import (
     MailboxSettings,
     MailboxSettingsError,
     MailboxSource,
+    OAuthPreset,
     OAuthProviderSettings,
     SaslMechanism,
     Secret,
@@ -61,10 +63,13 @@ __all__ = [
     "mailbox_fields",
     "mailbox_overview",
     "mark_reconnect_needed",
+    "own_mailbox_fields",
     "pause_mailbox",
+    "provider_label",
     "reconnect_needed_of",
     "remove_mailbox",
     "resume_mailbox",
+    "self_connect_providers",
     "set_sharing",
     "store_grant",
     "update_grant_tokens",
@@ -147,6 +152,77 @@ def create_mailbox(
         session.add(mailbox)
     session.flush()
     return mailbox
+
+
+# ---- a rep connecting a mailbox of their own ------------------------------------------------------------
+
+_PRESET_LABELS = {OAuthPreset.MICROSOFT: "Microsoft 365", OAuthPreset.GOOGLE: "Google"}
+
+
+def provider_label(provider: OAuthProviderSettings) -> str:
+    """How people call a provider: "Microsoft 365", "Google", or the [oauth.NAME] name of a generic one."""
+    return _PRESET_LABELS.get(provider.preset, provider.name)
+
+
+def self_connect_providers(providers: Mapping[str, OAuthProviderSettings]) -> dict[str, str]:
+    """The providers a rep can connect a new mailbox of their own through (name: label): those that know
+    their mailboxes' IMAP host (the presets do; a generic one needs imap_host in [oauth.NAME])."""
+    usable = {name: provider_label(p) for name, p in sorted(providers.items()) if p.imap_host}
+    return dict(sorted(usable.items(), key=lambda item: item[1].lower()))
+
+
+def own_mailbox_fields(
+    session: Session,
+    owner: User,
+    address: str,
+    *,
+    provider: str,
+    sharing: Sharing,
+    providers: Mapping[str, OAuthProviderSettings],
+    config_names: Collection[str] = (),
+) -> MailboxFields:
+    """The mailbox `owner` connects for themselves: `address` at `provider`'s IMAP host (993, TLS), signing
+    in with OAuth, owned by them. Its name comes from the address, made unique; an earlier removed mailbox
+    of theirs for the same address is taken over (its sync carries on), nobody else's ever is (removed
+    mailboxes keep their owner and privacy for the mail they logged). Add it with create_mailbox."""
+    settings = providers.get(provider)
+    if settings is None or not settings.imap_host:
+        raise DomainError("choose one of the providers offered")
+    normalized = normalize_email(address)
+    if normalized is None:
+        raise DomainError(f"{address.strip()!r} is not an email address")
+    existing = session.scalar(
+        select(Mailbox.name).where(
+            Mailbox.owner_id == owner.id, Mailbox.username == normalized, Mailbox.removed_at.is_(None)
+        )
+    )
+    if existing is not None:
+        raise DomainError(f"you already have mailbox {existing!r} for {normalized}: connect it there")
+    rows = session.scalars(select(Mailbox).where(Mailbox.name.like(f"{_slug(normalized)}%"))).all()
+    name = _free_name(_slug(normalized), rows, owner, normalized, config_names)
+    return MailboxFields(
+        name=name, host=settings.imap_host, username=normalized, port=993, security="ssl",
+        auth=MailboxAuth.OAUTH, provider=provider, owner=owner.email, address=normalized, sharing=sharing,
+    )  # fmt: skip
+
+
+def _slug(address: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", address.lower()).strip("-")[:150] or "mailbox"
+
+
+def _free_name(
+    base: str, rows: Sequence[Mailbox], owner: User, address: str, config_names: Collection[str]
+) -> str:
+    taken = {r.name: r for r in rows}
+    for n in range(1, 1000):
+        name = base if n == 1 else f"{base}-{n}"
+        row = taken.get(name)
+        if name in config_names:
+            continue
+        theirs = row is not None and row.owner_id == owner.id and row.username == address
+        if row is None or (theirs and row.removed_at is not None):
+            return name
+    raise DomainError(f"too many mailboxes named after {address}")
 
 
 def update_mailbox(

@@ -9,6 +9,7 @@ within its reload interval. Every write goes through models.mailboxes; every POS
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from flask import abort, flash, g, make_response, redirect, request, session, url_for
@@ -26,18 +27,21 @@ from models.mailboxes import (
     MailboxOverview,
     ReconnectNeeded,
     create_mailbox,
+    delete_grant,
     mailbox_fields,
     mailbox_overview,
+    own_mailbox_fields,
     pause_mailbox,
     reconnect_needed_of,
     remove_mailbox,
     resume_mailbox,
+    self_connect_providers,
     set_sharing,
     update_mailbox,
 )
 from models.schema import Mailbox, User
 from models.secrets import SecretBox, secret_box
-from settings import MailboxAuth, MailboxSettings, Sharing
+from settings import MailboxAuth, MailboxSettings, MailboxSource, Sharing
 from settings.model import SECURITY_CHOICES
 
 PENDING = "mailbox_connect"
@@ -82,6 +86,7 @@ class MailboxesView(GuardedView):
             is_admin=permissions.is_admin(),
             may_connect=self._may_connect,
             providers=sorted(settings().oauth),
+            own_providers=self_connect_providers(settings().oauth),
             has_connector=connector() is not None,
             fmt_datetime=fmt_datetime,
         )
@@ -173,21 +178,30 @@ class MailboxesView(GuardedView):
         mailbox = self._effective(name)
         if not self._may_connect(mailbox):
             abort(403)
-        flows = connector()
-        if flows is None:
+        if connector() is None:
             flash(f"Connect it from the server: threadline mailbox connect {name}", "error")
             return redirect(url_for(".index"))
         chosen = request.form.get("sharing", "")
         shareable = chosen in (Sharing.SHARED.value, Sharing.PRIVATE.value) and not self._read_only(name)
         if shareable and commit(lambda s: set_sharing(s, name, Sharing(chosen), now=now())) is None:
             return redirect(url_for(".index"))
-        try:
-            pending = flows.begin(mailbox, url_for(".callback", _external=True))
-        except DomainError as exc:
-            flash(f"Cannot connect {name}: {exc}", "error")
+        return self._to_consent(mailbox, {"mailbox": mailbox.name}, failure=f"Cannot connect {name}: ")
+
+    @expose("/connect-own", methods=("POST",))
+    def connect_own(self) -> BaseResponse:
+        """Connect my mailbox: a person's own new mailbox, added once the provider sends them back with
+        their consent (a refused or abandoned consent adds nothing)."""
+        if connector() is None:
+            flash("Ask an admin to add your mailbox: this panel cannot reach the providers.", "error")
             return redirect(url_for(".index"))
-        session[PENDING] = {**pending, "mailbox": mailbox.name}
-        return redirect(pending["url"])
+        try:
+            fields = self._own_fields(request.form)
+        except DomainError as exc:
+            flash(f"Mailbox not connected: {exc}", "error")
+            return redirect(url_for(".index"))
+        candidate = _as_candidate(fields)
+        new = {"provider": fields.provider or "", "address": fields.username, "sharing": fields.sharing.value}
+        return self._to_consent(candidate, {"new": new}, failure="Mailbox not connected: ")
 
     @expose("/callback")
     def callback(self) -> BaseResponse:
@@ -196,6 +210,9 @@ class MailboxesView(GuardedView):
         if not isinstance(pending, dict) or flows is None:
             flash("This sign-in was not started here, or it was already used: click Connect again.", "error")
             return redirect(url_for(".index"))
+        new = pending.get("new")
+        if isinstance(new, dict):
+            return self._finish_own(new, pending)
         mailbox = self._effective(str(pending.get("mailbox")))
         if not self._may_connect(mailbox):
             abort(403)
@@ -206,6 +223,60 @@ class MailboxesView(GuardedView):
             return redirect(url_for(".index"))
         flash(f"Mailbox {mailbox.name} connected. Its mail appears within a minute.", "success")
         return redirect(url_for(".index"))
+
+    def _finish_own(self, new: dict[str, str], pending: dict[str, str]) -> BaseResponse:
+        """The consent for a person's own new mailbox came back: its grant is stored, then the mailbox is
+        added, owned by whoever is logged in now. A refused consent adds nothing."""
+        flows = connector()
+        assert flows is not None
+        try:
+            fields = self._own_fields(new)
+        except DomainError as exc:
+            flash(f"Mailbox not connected: {exc}", "error")
+            return redirect(url_for(".index"))
+        candidate = _as_candidate(fields)
+        db().rollback()  # end the read: the grant is written from another session (SQLite: one writer)
+        try:
+            flows.finish(candidate, pending, request.url)  # a refused consent stops here: nothing is added
+        except DomainError as exc:
+            flash(f"Mailbox {fields.username} not connected, nothing was added: {exc}", "error")
+            return redirect(url_for(".index"))
+        config_names = [m.name for m in settings().mailboxes]
+        added = commit(
+            lambda s: create_mailbox(
+                s, fields, box=_box(), providers=settings().oauth, config_names=config_names, now=now()
+            ),
+            failure="Mailbox not connected: ",
+        )
+        if added is None:
+            commit(lambda s: delete_grant(s, fields.name, box=_box()))
+            return redirect(url_for(".index"))
+        flash(f"Mailbox {fields.name} connected. Its mail appears within a minute.", "success")
+        return redirect(url_for(".index"))
+
+    @staticmethod
+    def _own_fields(form: Mapping[str, str]) -> MailboxFields:
+        try:
+            sharing = Sharing(form.get("sharing") or Sharing.SHARED.value)
+        except ValueError:
+            abort(400)
+        return own_mailbox_fields(
+            db(), permissions.user(), form.get("address", ""), provider=form.get("provider", ""),
+            sharing=sharing, providers=settings().oauth, config_names=[m.name for m in settings().mailboxes],
+        )  # fmt: skip
+
+    @staticmethod
+    def _to_consent(mailbox: MailboxSettings, keep: dict[str, object], *, failure: str) -> BaseResponse:
+        """Send the browser to the provider's consent page; what the callback needs waits in the session."""
+        flows = connector()
+        assert flows is not None
+        try:
+            pending = flows.begin(mailbox, url_for(".callback", _external=True))
+        except DomainError as exc:
+            flash(f"{failure}{exc}", "error")
+            return redirect(url_for(".index"))
+        session[PENDING] = {**pending, **keep}
+        return redirect(pending["url"])
 
     # ---- helpers ---------------------------------------------------------------------------------------
 
@@ -286,6 +357,14 @@ class MailboxesView(GuardedView):
             auth_labels=AUTH_LABELS,
             Sharing=Sharing,
         )
+
+
+def _as_candidate(fields: MailboxFields) -> MailboxSettings:
+    """A person's own mailbox before it is added: what the connector needs to run its consent flow."""
+    return MailboxSettings(
+        name=fields.name, host=fields.host, username=fields.username, auth=fields.auth,
+        provider=fields.provider, owner=fields.owner, address=fields.address, source=MailboxSource.DATABASE,
+    )  # fmt: skip
 
 
 class FormError(DomainError):

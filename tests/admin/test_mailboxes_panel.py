@@ -206,3 +206,107 @@ def test_a_refused_consent_connects_nothing(app, session, people, oauth_server) 
     assert "Mailbox rita2 not connected" in done.text
     fresh(session)
     assert session.scalar(select(OAuthGrant).where(OAuthGrant.mailbox == "rita2")) is None
+
+
+# ---- a rep connects a brand-new mailbox of their own -----------------------------------------------------
+
+
+@pytest.fixture
+def own_app(db: TestDatabase, oauth_server: OAuthTestServer, local_client) -> Iterator[Flask]:  # type: ignore[no-untyped-def]
+    """Two providers on the local authorization server: a Microsoft 365 preset (its IMAP host known) and a
+    generic one without an IMAP host (not offered for connecting a new mailbox)."""
+    microsoft = replace(
+        provider_settings(oauth_server, local_client, name="m365", preset="microsoft"),
+        imap_host="outlook.office365.com",
+    )
+    settings = replace(
+        settings_for(db.url),
+        secrets=SecretsSettings(key=Secret(KEY, "test")),
+        oauth={"m365": microsoft, "local": provider_settings(oauth_server, local_client)},
+    )
+    credentials = MailboxCredentials(db.sessions, box=SecretBox([KEY]), providers=settings.oauth)
+    application = create_app(settings, db.sessions, clock=lambda: NOW, connector=PanelConnector(credentials))
+    application.config["TESTING"] = True
+    yield application
+
+
+def own_form(**overrides: str) -> dict[str, str]:
+    return {"provider": "m365", "address": " Rita@Team.example ", "sharing": "private", **overrides}
+
+
+def test_a_rep_with_no_mailbox_connects_their_own(own_app, session, people, oauth_server) -> None:
+    oauth_server.add_user("rita@team.example")
+    rep = browser_for(own_app, people["rep"])
+    page = rep.get("/admin/mailboxes/").text
+    assert "No mailbox of yours yet" in page and "Connect my mailbox" in page
+    assert '<option value="m365">Microsoft 365</option>' in page
+    assert 'value="local"' not in page.split("connect-own-form")[1]  # generic without imap_host: not offered
+    assert rep.client.post("/admin/mailboxes/connect-own", data=own_form()).status_code == 400  # no CSRF
+
+    # someone else as owner is not a field: the mailbox is the rep's whatever the form says
+    start = rep.post("/admin/mailboxes/connect-own", data=own_form(owner="otto@team.example"))
+    assert start.status_code == 302 and start.location.startswith(oauth_server.url("/authorize"))
+    assert "code_challenge_method=S256" in start.location
+    fresh(session)
+    assert session.scalar(select(Mailbox)) is None  # nothing added before the consent
+    back = oauth_server.approve(start.location, "rita@team.example")
+    done = rep.get(back.replace("http://localhost", ""), follow_redirects=True)
+    assert "Mailbox rita-team-example connected" in done.text
+    fresh(session)
+    stored = session.scalar(select(Mailbox).where(Mailbox.name == "rita-team-example"))
+    assert stored is not None and stored.owner_id == people["rep"].id
+    assert (stored.host, stored.port, stored.security) == ("outlook.office365.com", 993, "ssl")
+    assert stored.username == stored.address == "rita@team.example"
+    assert stored.auth is MailboxAuth.OAUTH and stored.provider == "m365"
+    assert stored.sharing is Sharing.PRIVATE
+    grant = session.scalar(select(OAuthGrant).where(OAuthGrant.mailbox == "rita-team-example"))
+    assert grant is not None and grant.state is GrantState.ACTIVE
+    mine = rep.get("/admin/mailboxes/").text.split("mailbox-list")[1]
+    assert "rita-team-example" in mine and "Not connected" not in mine and "Private" in mine
+    assert "rita-team-example" not in browser_for(own_app, people["other"]).get("/admin/mailboxes/").text
+    assert "rita-team-example" in browser_for(own_app, people["admin"]).get("/admin/mailboxes/").text
+
+    again = rep.post("/admin/mailboxes/connect-own", data=own_form(), follow_redirects=True)
+    assert "you already have mailbox &#39;rita-team-example&#39; for rita@team.example" in again.text
+
+
+def test_a_rep_connecting_their_own_gets_a_unique_name_and_clear_errors(
+    own_app, session, people, oauth_server
+) -> None:
+    oauth_server.add_user("rita@team.example")
+    create_mailbox(
+        session,
+        MailboxFields(
+            name="rita-team-example", host="imap.team.example", username="x", owner="otto@team.example"
+        ),
+        password="pw", box=SecretBox([KEY]), providers={}, now=NOW,
+    )  # fmt: skip
+    session.commit()
+    rep = browser_for(own_app, people["rep"])
+    start = rep.post("/admin/mailboxes/connect-own", data=own_form())
+    back = oauth_server.approve(start.location, "rita@team.example")
+    done = rep.get(back.replace("http://localhost", ""), follow_redirects=True)
+    assert "Mailbox rita-team-example-2 connected" in done.text
+    fresh(session)
+    owners = dict(session.execute(select(Mailbox.name, Mailbox.owner_id)).all())
+    assert owners == {"rita-team-example": people["other"].id, "rita-team-example-2": people["rep"].id}
+    for form, error in (
+        (own_form(address="not an address"), "&#39;not an address&#39; is not an email address"),
+        (own_form(provider="local"), "choose one of the providers offered"),
+        (own_form(provider="nope"), "choose one of the providers offered"),
+    ):
+        answer = rep.post("/admin/mailboxes/connect-own", data=form, follow_redirects=True)
+        assert answer.status_code == 200 and f"Mailbox not connected: {error}" in answer.text
+    assert rep.post("/admin/mailboxes/connect-own", data=own_form(sharing="everyone")).status_code == 400
+
+
+def test_a_refused_consent_adds_no_mailbox(own_app, session, people, oauth_server) -> None:
+    oauth_server.add_user("rita@team.example")
+    rep = browser_for(own_app, people["rep"])
+    start = rep.post("/admin/mailboxes/connect-own", data=own_form())
+    back = oauth_server.approve(start.location, "rita@team.example", allow=False)
+    done = rep.get(back.replace("http://localhost", ""), follow_redirects=True)
+    assert "Mailbox rita@team.example not connected, nothing was added" in done.text
+    fresh(session)
+    assert session.scalar(select(Mailbox)) is None and session.scalar(select(OAuthGrant)) is None
+    assert "No mailbox of yours yet" in rep.get("/admin/mailboxes/").text
