@@ -87,6 +87,7 @@ class DatabaseCollector:
         yield from mailbox_families(snapshot)
         yield from lease_families(snapshot)
         yield from alert_families(snapshot)
+        yield from webhook_families(snapshot)
 
 
 def _gauge(name: str, documentation: str, value: float | bool) -> GaugeMetricFamily:
@@ -253,4 +254,31 @@ def alert_families(snapshot: HealthSnapshot) -> Iterator[Metric]:
         "threadline_alert_recipients_failing",
         "Owners whose digest could not be sent on the last attempt.",
         snapshot.alerts.recipients_failing,
+    )
+
+
+def webhook_families(snapshot: HealthSnapshot) -> Iterator[Metric]:
+    counts = snapshot.webhooks
+    yield CounterMetricFamily(
+        "threadline_webhook_deliveries_sent",
+        "Webhook deliveries a receiver accepted.",
+        value=counts.delivered,
+    )
+    yield CounterMetricFamily(
+        "threadline_webhook_attempts_failed",
+        "Webhook delivery attempts a receiver refused or did not answer.",
+        value=counts.failed_attempts,
+    )
+    yield _gauge(
+        "threadline_webhook_deliveries_waiting", "Webhook deliveries not accepted yet.", counts.waiting
+    )
+    yield _gauge(
+        "threadline_webhook_deliveries_failing",
+        "Webhook deliveries not accepted yet whose last attempt failed.",
+        counts.failing,
+    )
+    yield _gauge(
+        "threadline_webhook_subscriptions_paused",
+        "Webhook subscriptions paused after their deliveries failed for too long.",
+        counts.paused_subscriptions,
     )

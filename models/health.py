@@ -33,6 +33,7 @@ from models.schema import (
     Notification,
     QuarantinedMessage,
 )
+from models.webhooks import DeliveryCounts, delivery_counts
 from settings import MailboxSettings
 
 # A healthy mailbox records a success at least every poll (or every minute while idle, see daemon.sync): no
@@ -125,6 +126,7 @@ class HealthSnapshot:
     mailboxes: tuple[MailboxHealth, ...]
     alerts: AlertDelivery
     emails_needing_review: int  # emails waiting for someone to choose their deal
+    webhooks: DeliveryCounts  # webhook deliveries: sent, failed attempts, waiting, paused subscriptions
     daemons: tuple[DaemonView, ...] = ()  # every daemon the database knows, alive ones first
 
     @property
@@ -151,6 +153,7 @@ def take_snapshot(session: Session, expected: Sequence[ExpectedMailbox], *, now:
             for m in mailboxes
         ),
         alerts=alert_delivery(session),
+        webhooks=delivery_counts(session),
         emails_needing_review=int(
             session.scalar(select(func.count(Activity.id)).where(Activity.needs_deal_review.is_(True))) or 0
         ),

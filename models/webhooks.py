@@ -130,6 +130,40 @@ def resume(session: Session, subscription: WebhookSubscription, *, now: datetime
     session.flush()
 
 
+@dataclass(frozen=True)
+class DeliveryCounts:
+    """Webhook deliveries as operators count them (for /metrics and `threadline status`)."""
+
+    delivered: int  # deliveries a receiver accepted
+    failed_attempts: int  # attempts a receiver refused or never answered, delivered or not in the end
+    waiting: int  # deliveries not accepted yet (due, or waiting for their next attempt)
+    failing: int  # waiting, and the last attempt failed
+    paused_subscriptions: int  # subscriptions paused after retrying for too long
+
+
+def delivery_counts(session: Session) -> DeliveryCounts:
+    undelivered = _DELIVERIES.c.delivered_at.is_(None)
+    delivered, attempts, waiting, failing = session.execute(
+        select(
+            func.count(_DELIVERIES.c.delivered_at),
+            func.coalesce(func.sum(_DELIVERIES.c.attempts), 0),
+            func.count(_DELIVERIES.c.id).filter(undelivered),
+            func.count(_DELIVERIES.c.id).filter(undelivered, _DELIVERIES.c.last_error.is_not(None)),
+        )
+    ).one()
+    paused = session.scalar(
+        select(func.count(_SUBSCRIPTIONS.c.id)).where(_SUBSCRIPTIONS.c.paused_at.is_not(None))
+    )
+    return DeliveryCounts(
+        delivered=int(delivered),
+        # each accepted delivery's last attempt succeeded; every other attempt failed
+        failed_attempts=int(attempts) - int(delivered),
+        waiting=int(waiting),
+        failing=int(failing),
+        paused_subscriptions=int(paused or 0),
+    )
+
+
 def pending_counts(session: Session) -> dict[int, int]:
     """Undelivered events per subscription id."""
     rows = session.execute(

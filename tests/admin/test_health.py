@@ -213,3 +213,39 @@ def test_messages_waiting_counts_what_a_stopped_poll_left_above_the_cursor(
     assert seen_by_a_user() == (5, 5, "5")
     poll()
     assert seen_by_a_user() == (0, 0, "0")
+
+
+def test_metrics_count_webhook_deliveries_sent_failed_waiting_and_paused(db: TestDatabase) -> None:
+    from datetime import timedelta
+
+    from models.secrets import SecretBox, generate_key
+    from models.webhooks import claim_due, enqueue, record_delivered, record_failed, subscribe
+
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    box = SecretBox([generate_key()])
+    with db.sessions() as session:
+        for url in ("https://hooks.example.com/a", "https://hooks.example.com/b"):
+            subscribe(session, target_url=url, events=["contact.created"], box=box, now=now)
+        for n in range(3):  # three events, each to both subscriptions: six deliveries
+            enqueue(session, "contact.created", {"id": n}, now=now)
+        session.commit()
+        due = claim_due(session, now=now, limit=10, lease=timedelta(minutes=1))
+        by_url = sorted(due, key=lambda d: (d.target_url, d.id))
+        accepted, refused = by_url[:3], by_url[3:]  # /a accepts, /b refuses
+        record_delivered(session, [d.id for d in accepted], now=now)
+        for delivery in refused[:2]:  # refused within the retry period: waiting for the next attempt
+            assert (
+                record_failed(session, delivery, "HTTP 500", now=now, retry_for=timedelta(hours=24)) is False
+            )
+        # the last one is refused after retrying for a day: its subscription pauses
+        assert record_failed(session, refused[2], "HTTP 500", now=now, retry_for=timedelta(0)) is True
+        session.commit()
+
+    app = create_app(with_metrics(settings_for(db.url)), db.sessions)
+    status, _, samples = scrape(app)
+    assert status == 200
+    assert value(samples, "threadline_webhook_deliveries_sent_total") == 3
+    assert value(samples, "threadline_webhook_attempts_failed_total") == 3
+    assert value(samples, "threadline_webhook_deliveries_waiting") == 3
+    assert value(samples, "threadline_webhook_deliveries_failing") == 3
+    assert value(samples, "threadline_webhook_subscriptions_paused") == 1
