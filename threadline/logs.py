@@ -23,7 +23,7 @@ def configure_logging(level: str = "INFO") -> None:
         "mailparser",
         "imapclient",
         "waitress.queue",
-        "apscheduler.executors.default",
+        "apscheduler.executors",  # every executor (default, webhooks): a line per job run otherwise
         "apscheduler.scheduler",
         # HTTP libraries under the OAuth client: their debug lines carry URLs and headers
         "urllib3",
